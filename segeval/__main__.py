@@ -1,0 +1,3 @@
+from segeval.cli import main
+
+main()

@@ -1,0 +1,218 @@
+"""``evaluate(prediction, reference, **options) -> Report``: the one entry point.
+
+The CLI calls exactly this function.  Steps: pair the inputs into cases, count each case
+once (load → interpret → count), decide the classes from the counts, build the count
+table, reduce it, and wrap everything in a :class:`~segeval.report.Report`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from segeval import __version__, errors
+from segeval.cases import CaseSource, Pairing, pair_inputs
+from segeval.config import EvalConfig
+from segeval.counts import ClassSpec, CountTable
+from segeval.engine import get_backend
+from segeval.errors import CaseError, UsageError
+from segeval.io import load_mask
+from segeval.prepare import count_case
+from segeval.reduce import reduce_counts
+from segeval.report import CaseResult, Report
+
+Progress = Callable[[int, int, str], None]
+DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
+
+
+def evaluate(
+    prediction: Any,
+    reference: Any,
+    *,
+    device: str = "auto",
+    progress: Progress | None = None,
+    **options: Any,
+) -> Report:
+    """Evaluate predictions against references.
+
+    Parameters
+    ----------
+    prediction, reference:
+        Two paths (files or folders), two arrays (NumPy or torch), two lists of arrays
+        (paired by position, ids ``case_000``…) or two dicts ``{case_id: array}``.
+    device:
+        ``auto`` (default) counts where the data already is: on the CPU for files and NumPy
+        arrays, on a tensor's own device for torch tensors.  ``cpu``, ``cuda``, ``cuda:N``
+        and ``mps`` force a device; results are identical on every device.
+    progress:
+        Called as ``progress(done, total, case_id)`` after each case.
+    **options:
+        Fields of :class:`~segeval.config.EvalConfig` (``labels``, ``empty``, ``smooth``,
+        ``beta``, ``threshold``, ``ignore_index``, ``regions``, ``missing``, ...).
+
+    Bad input in one case never raises: the case is recorded with ``status="error"`` and an
+    ``error_code``.  Only a bad request as a whole raises :class:`~segeval.UsageError`.
+    """
+    config = EvalConfig.create(**options)
+    started = time.perf_counter()
+    pairing = pair_inputs(prediction, reference)
+    resolved = resolve_device(device, pairing)
+    backend = get_backend(resolved)
+    results = []
+    for done, source in enumerate(pairing.cases, start=1):
+        results.append(evaluate_case(source, config, backend, pairing.from_files))
+        if progress is not None:
+            progress(done, len(pairing.cases), source.id)
+    classes = resolve_classes(results, config)
+    reject_unexpected_labels(results, config)
+    table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
+                             soft=config.soft)
+    run = {"device": resolved, "backend": backend.name, "tool_version": __version__,
+           "seconds": round(time.perf_counter() - started, 3),
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return Report(config, classes, results, table, reduce_counts(table, config), run,
+                  pairing.unmatched_predictions, pairing.ignored_files)
+
+
+def evaluate_case(source: CaseSource, config: EvalConfig, backend: Any,
+                  from_files: bool) -> CaseResult:
+    """Load, interpret and count one case; every failure becomes the case's status."""
+    result = CaseResult(source.id, source.prediction_name, source.reference_name)
+    try:
+        if source.problem is not None:
+            raise CaseError(source.problem[0], source.problem[1])
+        if source.prediction is None:
+            if config.missing != "empty":
+                _mark_missing(result, config, source)
+                return result
+            result.status = "missing"
+            result.message = "no prediction: scored as an empty prediction (--missing empty)"
+        reference = _load(source.reference, source.reference_name, config, from_files, result)
+        prediction = None if source.prediction is None else _load(
+            source.prediction, source.prediction_name or "", config, from_files, result)
+        result.counts = count_case(prediction, reference, config, backend,
+                                   source.prediction_name or "prediction",
+                                   source.reference_name)
+    except CaseError as exc:
+        result.status, result.error_code, result.message = "error", exc.code, exc.message
+        result.counts = None
+    except MemoryError:
+        result.status, result.error_code = "error", errors.E_UNREADABLE
+        result.message = f"{source.reference_name}: not enough memory for this case"
+        result.counts = None
+    except Exception as exc:  # a bug must not take the other cases down with it
+        result.status, result.error_code = "error", "E_INTERNAL"
+        result.message = f"internal error ({type(exc).__name__}: {exc}); please report it"
+        result.counts = None
+    return result
+
+
+def _mark_missing(result: CaseResult, config: EvalConfig, source: CaseSource) -> None:
+    result.status = "missing"
+    if config.missing == "error":
+        result.error_code = errors.E_MISSING_PREDICTION
+        result.message = (f"{source.reference_name}: no prediction for case {source.id!r} "
+                          "(--missing error; use --missing empty to score it as empty)")
+    else:
+        result.message = f"no prediction for case {source.id!r}: skipped (--missing skip)"
+
+
+def _load(value: Any, name: str, config: EvalConfig, from_files: bool,
+          result: CaseResult) -> Any:
+    if not from_files:
+        return value  # arrays and tensors go to the backend as they are
+    mask = load_mask(value)
+    allowed = (2, 3) if config.channel_axis is None else (2, 3, 4)
+    if mask.array.ndim not in allowed:
+        raise CaseError(errors.E_BAD_DIMENSIONS,
+                        f"{mask.array.ndim}-D array of shape {mask.array.shape}", name,
+                        "segeval evaluates 2-D images and 3-D volumes"
+                        + ("" if config.channel_axis is not None else
+                           " (channel layouts need --channel-axis)"))
+    if result.shape is None:
+        result.shape, result.spacing = tuple(mask.array.shape), mask.spacing
+    elif result.spacing is not None and len(mask.spacing) == len(result.spacing) and not \
+            np.allclose(mask.spacing, result.spacing, rtol=1e-3, atol=1e-6):
+        result.warnings.append(f"spacing differs: reference {tuple(result.spacing)}, "
+                               f"prediction {tuple(mask.spacing)}")
+    return mask.array
+
+
+def resolve_device(device: str, pairing: Pairing) -> str:
+    """The rule for ``auto``: count where the data is.
+
+    Files are decoded on the CPU, and decoding costs far more than counting (see the README's
+    performance notes), so moving decoded volumes to a GPU only adds torch's import and CUDA
+    start-up.  Tensors already on a GPU are counted there.
+    """
+    if device == "auto":
+        devices = {d for s in pairing.cases if (d := _tensor_device(s.reference))} - {"cpu"}
+        if len(devices) > 1:
+            raise UsageError("E_USAGE", f"tensors on several devices: {sorted(devices)}")
+        return devices.pop() if devices else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "mps" or device == "cuda" or (device.startswith("cuda:")
+                                                and device[5:].isdigit()):
+        from segeval.engine_torch import check_device
+
+        check_device(device)
+        return device
+    raise UsageError("E_USAGE", f"--device {device!r} is not one of {DEVICES_HELP}")
+
+
+def _tensor_device(value: Any) -> str | None:
+    if type(value).__module__.startswith("torch"):
+        return str(value.device)
+    return None
+
+
+def resolve_classes(results: list[CaseResult], config: EvalConfig) -> list[ClassSpec]:
+    """The evaluated classes: explicit ``labels`` or every label found, then regions.
+
+    Found labels exclude ``ignore_index`` and, unless ``include_background`` (or
+    ``multilabel``, where channel 0 is an ordinary class), label 0.  With regions and no
+    explicit labels, only the regions are evaluated.
+    """
+    names = config.names
+    found: set[int] = set()
+    for result in results:
+        if result.counts is not None:
+            found |= result.counts.labels
+    if config.labels is not None:
+        labels = set(config.labels)
+        if config.include_background:
+            labels.add(0)
+    elif config.regions:
+        labels = set()
+    else:
+        labels = found - ({0} if not (config.include_background or config.multilabel)
+                          else set())
+    labels.discard(config.ignore_index)  # type: ignore[arg-type]
+    classes = [ClassSpec(str(label), names.get(label, str(label)), (label,))
+               for label in sorted(labels)]
+    classes += [ClassSpec(name, name, members) for name, members in config.regions]
+    return classes
+
+
+def reject_unexpected_labels(results: list[CaseResult], config: EvalConfig) -> None:
+    """With explicit ``labels``, a case holding any other label is invalid."""
+    if config.labels is None:
+        return
+    allowed = set(config.labels) | {0}
+    allowed |= {label for _, members in config.regions for label in members}
+    if config.ignore_index is not None:
+        allowed.add(config.ignore_index)
+    for result in results:
+        if result.counts is None:
+            continue
+        unexpected = sorted(result.counts.labels - allowed)
+        if unexpected:
+            result.status, result.error_code = "error", errors.E_UNEXPECTED_LABEL
+            where = result.prediction or result.reference
+            result.message = (f"{where}: labels {unexpected} "
+                              f"found, expected only {sorted(allowed)} (--labels)")
+            result.counts = None

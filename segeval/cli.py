@@ -1,0 +1,308 @@
+"""The ``segeval`` command: options → config → :func:`segeval.evaluate` → render.
+
+Exit codes (the only place they are decided):
+
+  0  success
+  1  a --fail-under bar on the headline score was not met (or the score is undefined)
+  2  usage or configuration error (bad option, unreadable folder); nothing evaluated
+  3  one or more cases had invalid input; the report still holds every case
+  4  internal error (a bug: please report it)
+
+Data goes to stdout, messages and progress to stderr.  Heavy modules (NumPy, nibabel,
+SimpleITK) are imported inside the command, so ``segeval --help`` stays fast; torch is never
+imported on the CPU path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from segeval.config import EMPTY_RULES, HEADLINES, LOGITS, METRICS, MISSING_RULES
+from segeval.errors import ExitCode, SegevalError, UsageError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 a --fail-under bar not met; 2 usage or configuration error; "
+    "3 one or more cases had invalid input (the report still holds every case); "
+    "4 internal error."
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Exact, explicit evaluation of image segmentation (Dice, IoU, F-beta, ...). "
+    + EXIT_CODES_HELP,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+PredArg = Annotated[Path, typer.Argument(help="Prediction file or folder.", show_default=False)]
+RefArg = Annotated[Path, typer.Argument(help="Reference (ground-truth) file or folder.",
+                                        show_default=False)]
+
+
+def _choice(values: tuple[str, ...]) -> str:
+    return "|".join(values)
+
+
+def _make_command(headline_metric: str | None) -> Any:
+    """One command function per metric; they share every option."""
+
+    def command(
+        prediction: PredArg,
+        reference: RefArg,
+        per_class: Annotated[bool, typer.Option("--per-class", help="Show a row per class.")]
+        = False,
+        per_case: Annotated[bool, typer.Option("--per-case", help="Show a row per case.")]
+        = False,
+        json_path: Annotated[str | None, typer.Option(
+            "--json", help="Write the JSON report here ('-' for stdout).")] = None,
+        csv_path: Annotated[str | None, typer.Option(
+            "--csv", help="Write one row per case × class ('-' for stdout).")] = None,
+        labels: Annotated[str | None, typer.Option(
+            help="Labels to evaluate, e.g. 1,2,3 (default: every label found except 0).")]
+        = None,
+        include_background: Annotated[bool, typer.Option(
+            "--include-background", help="Evaluate label 0 as a class too.")] = False,
+        ignore_index: Annotated[int | None, typer.Option(
+            help="Voxels whose reference has this value are not evaluated.")] = None,
+        label_names: Annotated[str | None, typer.Option(
+            help="1=liver,2=tumour or a JSON file ({\"1\": \"liver\"} or nnU-Net "
+            "dataset.json).")] = None,
+        region: Annotated[list[str] | None, typer.Option(
+            help="NAME=1,2,3: evaluate the union of labels as one class (repeatable).")]
+        = None,
+        threshold: Annotated[float, typer.Option(
+            help="Probability maps: foreground where p > threshold.")] = 0.5,
+        beta: Annotated[float, typer.Option(help="β of F-beta.")] = 1.0,
+        smooth: Annotated[float, typer.Option(
+            help="Add S to numerator and denominator: (num+S)/(den+S).")] = 0.0,
+        empty: Annotated[str, typer.Option(
+            help=f"{_choice(EMPTY_RULES)}: value when a metric's denominator is 0 (class "
+            "absent from reference and prediction).")] = "nan",
+        missing: Annotated[str, typer.Option(
+            help=f"{_choice(MISSING_RULES)}: a reference without prediction.")] = "error",
+        soft: Annotated[bool, typer.Option(
+            "--soft", help="Sum probabilities instead of thresholding.")] = False,
+        logits: Annotated[str, typer.Option(
+            help=f"{_choice(LOGITS)}: apply sigmoid/softmax to predictions first.")] = "none",
+        channel_axis: Annotated[int | None, typer.Option(
+            help="Axis of the prediction that holds classes (one-hot, probabilities).")]
+        = None,
+        multilabel: Annotated[bool, typer.Option(
+            "--multilabel", help="With --channel-axis: channels are independent classes.")]
+        = False,
+        metric: Annotated[str, typer.Option(
+            help=f"{_choice(METRICS)}: the headline metric (evaluate only).")] = "dice",
+        headline: Annotated[str, typer.Option(
+            help=f"{_choice(HEADLINES)}: the reduction of the headline score.")] = "macro",
+        fail_under: Annotated[float | None, typer.Option(
+            help="Exit 1 when the headline score is below this bar.")] = None,
+        device: Annotated[str, typer.Option(
+            help="auto|cpu|cuda|cuda:N|mps (auto: where the data is; CPU for files).")]
+        = "auto",
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")]
+        = False,
+        debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    ) -> None:
+        options: dict[str, Any] = {
+            "labels": _parse_labels(labels),
+            "include_background": include_background,
+            "ignore_index": ignore_index,
+            "threshold": threshold,
+            "beta": beta,
+            "smooth": smooth,
+            "empty": empty,
+            "missing": missing,
+            "soft": soft,
+            "logits": logits,
+            "channel_axis": channel_axis,
+            "multilabel": multilabel,
+            "headline_metric": headline_metric or metric,
+            "headline": headline,
+        }
+        names, file_regions = _parse_label_names(label_names)
+        options["label_names"] = names
+        options["regions"] = {**file_regions, **_parse_regions(region or [])}
+        code = run(prediction, reference, options, device=device, json_path=json_path,
+                   csv_path=csv_path, per_class=per_class, per_case=per_case,
+                   fail_under=fail_under, quiet=quiet, debug=debug,
+                   all_metrics=headline_metric is None)
+        raise typer.Exit(int(code))
+
+    return command
+
+
+for _name, _metric, _help in (
+    ("dice", "dice", "Dice (= F1) per class and globally."),
+    ("iou", "iou", "IoU (Jaccard) per class and globally."),
+    ("fbeta", "fbeta", "F-beta (--beta, default 1) per class and globally."),
+    ("evaluate", None, "Every metric in one pass: dice, iou, fbeta, precision, recall, "
+     "specificity."),
+):
+    app.command(_name, help=f"{_help} {EXIT_CODES_HELP}", short_help=_help)(
+        _make_command(_metric))
+
+
+def run(prediction: Path, reference: Path, options: dict[str, Any], *, device: str,
+        json_path: str | None, csv_path: str | None, per_class: bool, per_case: bool,
+        fail_under: float | None, quiet: bool, debug: bool, all_metrics: bool) -> ExitCode:
+    """Evaluate, write outputs, print, and return the exit code."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        report = _evaluate_with_progress(prediction, reference, options, device, quiet, err)
+    except SegevalError as exc:
+        err.print(f"segeval: error: {exc.message}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("segeval: interrupted; nothing written", markup=False)
+        return ExitCode.INTERNAL
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, see --debug
+        if debug:
+            raise
+        err.print(f"segeval: internal error: {type(exc).__name__}: {exc} "
+                  "(run with --debug for the traceback and please report it)", markup=False)
+        return ExitCode.INTERNAL
+
+    from segeval.render import render, to_csv, write_csv
+
+    stdout_taken = json_path == "-" or csv_path == "-"
+    try:
+        if json_path == "-":
+            sys.stdout.write(report.to_json() + "\n")
+        elif json_path:
+            report.write_json(json_path)
+        if csv_path == "-":
+            sys.stdout.write(to_csv(report))
+        elif csv_path:
+            write_csv(report, csv_path)
+    except OSError as exc:
+        err.print(f"segeval: error: cannot write output: {exc}", markup=False)
+        return ExitCode.USAGE
+
+    for case in report.cases:
+        if case.message and (case.error_code or not quiet):
+            err.print(f"segeval: {case.id}: {case.error_code or case.status}: {case.message}",
+                      markup=False)
+        for warning in case.warnings:
+            err.print(f"segeval: {case.id}: warning: {warning}", markup=False)
+    if report.unmatched_predictions and not quiet:
+        err.print(f"segeval: warning: {len(report.unmatched_predictions)} prediction(s) without "
+                  f"a reference, ignored: {', '.join(report.unmatched_predictions[:5])}"
+                  + (" ..." if len(report.unmatched_predictions) > 5 else ""), markup=False)
+    if not quiet:
+        console = err if stdout_taken else Console(highlight=False)
+        metrics = METRICS if all_metrics else (report.config.headline_metric,)
+        render(report, console, metrics, per_class, per_case)
+    return exit_code(report, fail_under, err)
+
+
+def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str, Any],
+                            device: str, quiet: bool, err: Any) -> Any:
+    from segeval.api import evaluate
+
+    if quiet or not err.is_terminal:
+        return evaluate(prediction, reference, device=device, **options)
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def advance(done: int, total: int, case: str) -> None:
+            bar.update(task, completed=done, total=total, description=case)
+
+        return evaluate(prediction, reference, device=device, progress=advance, **options)
+
+
+def exit_code(report: Any, fail_under: float | None, err: Any) -> ExitCode:
+    """Internal errors beat invalid input, which beats a missed bar."""
+    if report.internal_errors:
+        return ExitCode.INTERNAL
+    if report.invalid_cases:
+        err.print(f"segeval: {len(report.invalid_cases)} case(s) had invalid input "
+                  "(exit 3); see the messages above and the report's cases", markup=False)
+        return ExitCode.INVALID_INPUT
+    if fail_under is not None:
+        value = report.headline
+        if math.isnan(value) or value < fail_under:
+            err.print(f"segeval: FAIL: {report.config.headline_metric} "
+                      f"({report.config.headline}) = {value:.4f} < {fail_under} "
+                      "(--fail-under)", markup=False)
+            return ExitCode.BAR_NOT_MET
+    return ExitCode.OK
+
+
+def _parse_labels(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError("E_USAGE", f"--labels {text!r}: expected integers such as 1,2,3") \
+            from None
+
+
+def _parse_regions(items: list[str]) -> dict[str, list[int]]:
+    regions = {}
+    for item in items:
+        name, _, members = item.partition("=")
+        try:
+            regions[name.strip()] = [int(x) for x in members.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError("E_USAGE", f"--region {item!r}: expected NAME=1,2,3") from None
+        if not name.strip() or not regions[name.strip()]:
+            raise UsageError("E_USAGE", f"--region {item!r}: expected NAME=1,2,3")
+    return regions
+
+
+def _parse_label_names(text: str | None) -> tuple[dict[int, str], dict[str, list[int]]]:
+    """``1=liver,2=tumour``, or a JSON file: ``{"1": "liver"}`` or a dataset.json whose
+    ``labels`` maps names to labels (nnU-Net; a list value is a region)."""
+    if text is None:
+        return {}, {}
+    if not Path(text).is_file():
+        names = {}
+        for item in text.split(","):
+            key, sep, name = item.partition("=")
+            if not sep or not key.strip().isdigit() or not name.strip():
+                raise UsageError("E_USAGE", f"--label-names: {item!r} is not LABEL=NAME",
+                                 hint="e.g. 1=liver,2=tumour, or a JSON file")
+            names[int(key)] = name.strip()
+        return names, {}
+    try:
+        data = json.loads(Path(text).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError("E_USAGE", f"cannot read label names: {exc}", text) from None
+    if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+        data = data["labels"]
+    if not isinstance(data, dict):
+        raise UsageError("E_USAGE", "label names file must hold a JSON object", text)
+    names, regions = {}, {}
+    for key, value in data.items():
+        if str(key).isdigit():
+            names[int(key)] = str(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if value != 0:
+                names[value] = str(key)
+        elif isinstance(value, list) and all(isinstance(v, int) for v in value):
+            regions[str(key)] = value
+        else:
+            raise UsageError("E_USAGE", f"label names: cannot read entry {key!r}: {value!r}",
+                             text)
+    return names, regions
+
+
+def main() -> None:
+    """Console-script entry point; usage errors from Typer itself exit 2 as well."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""The one frozen object that holds every option that can change a number.
+
+The CLI and the Python API both build an :class:`EvalConfig`; it is validated once, here,
+recorded whole in every report (``Report.config``), and read by exactly the functions
+that need each field.  Words used here are the words of the CLI flags and JSON keys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
+
+from segeval.errors import UsageError
+
+EmptyRule = Literal["nan", "one", "zero"]
+MissingRule = Literal["error", "empty", "skip"]
+Logits = Literal["none", "sigmoid", "softmax"]
+Headline = Literal["macro", "micro", "macro_imagewise"]
+MetricName = Literal["dice", "iou", "fbeta", "precision", "recall", "specificity"]
+
+METRICS: tuple[str, ...] = get_args(MetricName)
+HEADLINES: tuple[str, ...] = get_args(Headline)
+EMPTY_RULES: tuple[str, ...] = get_args(EmptyRule)
+MISSING_RULES: tuple[str, ...] = get_args(MissingRule)
+LOGITS: tuple[str, ...] = get_args(Logits)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Every option that changes a number.  Build with :meth:`create` to validate.
+
+    Fields
+    ------
+    labels: the label values evaluated as classes; ``None`` means every label found in
+        any reference or prediction (background 0 excluded unless ``include_background``).
+    include_background: evaluate label 0 as a class too.
+    ignore_index: voxels whose *reference* equals this value are not evaluated at all.
+    regions: ``(name, labels)`` pairs; each is one class, the union of its labels.
+    label_names: ``(label, name)`` pairs used for display and class names.
+    threshold: a probability map is foreground where ``p > threshold`` (strictly).
+    beta: the β of F-beta (β > 1 weighs recall more, β < 1 precision).
+    smooth: S in ``(num + S) / (den + S)`` for every ratio metric (0 = exact).
+    empty: value of a metric whose denominator is 0 (e.g. Dice when TP+FP+FN = 0):
+        ``nan`` (null in JSON, excluded from means and counted), ``one`` or ``zero``.
+    missing: a reference without prediction is an ``error`` (case invalid, exit 3),
+        scored as an ``empty`` prediction, or ``skip``-ped (not scored, not an error).
+    soft: sum probabilities instead of thresholding (soft TP = Σ p·g, ...).
+    logits: apply ``sigmoid`` or ``softmax`` (over the channel axis) to predictions first.
+    channel_axis: the prediction's class/channel axis (one-hot, multi-label or
+        per-class probabilities); ``None`` for label maps and single probability maps.
+    multilabel: with ``channel_axis``, each channel is an independent binary class
+        (classes may overlap) instead of one class per voxel (argmax).
+    headline_metric / headline: the score shown last and compared with ``--fail-under``:
+        ``summary[headline][headline_metric]`` in the report.
+    """
+
+    labels: tuple[int, ...] | None = None
+    include_background: bool = False
+    ignore_index: int | None = None
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    label_names: tuple[tuple[int, str], ...] = ()
+    threshold: float = 0.5
+    beta: float = 1.0
+    smooth: float = 0.0
+    empty: EmptyRule = "nan"
+    missing: MissingRule = "error"
+    soft: bool = False
+    logits: Logits = "none"
+    channel_axis: int | None = None
+    multilabel: bool = False
+    headline_metric: MetricName = "dice"
+    headline: Headline = "macro"
+    std_ddof: int = field(default=0)
+
+    @classmethod
+    def create(cls, **options: object) -> EvalConfig:
+        """Build and validate; raises :class:`UsageError` naming the bad option."""
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise UsageError(
+                "E_USAGE", f"unknown option(s): {', '.join(sorted(unknown))}",
+                hint=f"valid options: {', '.join(cls.__dataclass_fields__)}",
+            )
+        normalised = dict(options)
+        if isinstance(normalised.get("label_names"), Mapping):
+            names = normalised["label_names"]
+            assert isinstance(names, Mapping)
+            normalised["label_names"] = tuple(sorted((int(k), str(v)) for k, v in names.items()))
+        if isinstance(normalised.get("regions"), Mapping):
+            regions = normalised["regions"]
+            assert isinstance(regions, Mapping)
+            normalised["regions"] = tuple(
+                (str(k), tuple(sorted(int(x) for x in v))) for k, v in regions.items()
+            )
+        if normalised.get("labels") is not None:
+            labels = normalised["labels"]
+            assert isinstance(labels, (list, tuple, set, frozenset))
+            normalised["labels"] = tuple(sorted({int(x) for x in labels}))
+        config = cls(**normalised)  # type: ignore[arg-type]
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        def bad(option: str, problem: str, hint: str = "") -> UsageError:
+            return UsageError("E_USAGE", f"--{option.replace('_', '-')}: {problem}", hint=hint)
+
+        for name, allowed in (
+            ("empty", EMPTY_RULES), ("missing", MISSING_RULES), ("logits", LOGITS),
+            ("headline", HEADLINES), ("headline_metric", METRICS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if not (math.isfinite(self.threshold) and 0.0 <= self.threshold < 1.0):
+            raise bad("threshold", f"{self.threshold} is not in [0, 1)")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise bad("beta", f"{self.beta} must be a positive number")
+        if not (math.isfinite(self.smooth) and self.smooth >= 0):
+            raise bad("smooth", f"{self.smooth} must be >= 0")
+        if self.labels is not None and len(self.labels) == 0:
+            raise bad("labels", "the list is empty")
+        if self.labels is not None and any(x < 0 for x in self.labels):
+            raise bad("labels", "labels must be >= 0")
+        names = [name for name, _ in self.regions]
+        if len(set(names)) != len(names):
+            raise bad("region", "a region name is used twice")
+        for name, members in self.regions:
+            if not members:
+                raise bad("region", f"region {name!r} has no labels")
+            if name.lstrip("-").isdigit():
+                raise bad("region", f"region name {name!r} looks like a label",
+                          "give regions a name such as whole_tumour=1,2,3")
+        if self.multilabel and self.channel_axis is None:
+            raise bad("multilabel", "needs --channel-axis (which axis holds the classes)")
+        if self.regions and (self.soft or self.multilabel):
+            raise bad("region", "regions need label maps; not available with --soft or "
+                      "--multilabel")
+        if self.logits == "softmax" and self.channel_axis is None:
+            raise bad("logits", "softmax needs --channel-axis (the axis to normalise over)")
+        if self.logits == "softmax" and self.multilabel:
+            raise bad("logits", "multi-label channels are independent: use sigmoid")
+
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(self.label_names)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form recorded in every report."""
+        data = asdict(self)
+        data["labels"] = None if self.labels is None else list(self.labels)
+        data["regions"] = {name: list(members) for name, members in self.regions}
+        data["label_names"] = {str(k): v for k, v in self.label_names}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> EvalConfig:
+        """Inverse of :meth:`to_dict` (used to read reports back)."""
+        options = dict(data)
+        if options.get("labels") is not None:
+            options["labels"] = tuple(options["labels"])  # type: ignore[arg-type]
+        options["regions"] = dict(options.get("regions") or {})  # type: ignore[call-overload]
+        options["label_names"] = dict(options.get("label_names") or {})  # type: ignore[call-overload]
+        return cls.create(**options)

@@ -1,0 +1,204 @@
+"""Masks → counts.  The NumPy backend, and the choice of backend for a device.
+
+A backend offers the few array operations that :mod:`segeval.prepare` needs to interpret
+values (thresholds, argmax, logits) and the three counting kernels.  The torch backend in
+:mod:`segeval.engine_torch` offers the same methods and returns the same integer counts;
+it is imported only when a GPU device or torch tensors ask for it, because importing
+torch costs seconds.
+
+Counting works on flat chunks of at most ``CHUNK`` voxels so that temporaries stay small
+whatever the volume size: a label map pair becomes one bincount of
+``reference * n + prediction`` per chunk (no one-hot tensors, one pass for any number of
+classes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from segeval.counts import ChannelCounts, Confusion
+
+CHUNK = 1 << 22  # voxels per counting chunk: 4 Mi voxels keep temporaries ≲ 40 MB
+DENSE_BINS = 1 << 22  # largest n*n confusion counted with a dense bincount
+
+
+class NumpyBackend:
+    """CPU counting with NumPy.  Arrays are ``numpy.ndarray``."""
+
+    name = "numpy"
+    device = "cpu"
+
+    # --- value interpretation helpers (mirrored by TorchBackend) -----------------------
+    def asarray(self, value: Any) -> np.ndarray:
+        if type(value).__module__.startswith("torch"):  # a CPU tensor asked to count on CPU
+            value = value.detach().cpu()
+            if str(value.dtype) == "torch.bfloat16":  # no NumPy dtype for bfloat16
+                value = value.float()
+            return value.numpy()
+        return np.asarray(value)
+
+    def is_float(self, a: np.ndarray) -> bool:
+        return bool(np.issubdtype(a.dtype, np.floating))
+
+    def is_bool(self, a: np.ndarray) -> bool:
+        return a.dtype == np.bool_
+
+    def all_finite(self, a: np.ndarray) -> bool:
+        return bool(np.isfinite(a).all())
+
+    def is_integer_valued(self, a: np.ndarray) -> bool:
+        return bool(np.all(np.floor(a) == a))
+
+    def can_be_negative(self, a: np.ndarray) -> bool:
+        return not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.unsignedinteger))
+
+    def unique_labels(self, labels: np.ndarray) -> set[int]:
+        return {int(x) for x in np.unique(labels)}
+
+    def is_one_hot0(self, channels: np.ndarray) -> bool:
+        return bool((np.count_nonzero(channels, axis=0) == 1).all())
+
+    def stack_complement(self, probability: np.ndarray) -> np.ndarray:
+        """[1 − p, p]: a foreground probability map as background/foreground channels."""
+        return np.stack([1.0 - probability, probability])
+
+    def min_max(self, a: np.ndarray) -> tuple[float, float]:
+        if a.size == 0:
+            return 0.0, 0.0
+        return a.min().item(), a.max().item()
+
+    def to_labels(self, a: np.ndarray) -> np.ndarray:
+        """Bool/float label arrays → an integer array (values already checked)."""
+        if a.dtype == np.bool_:
+            return a.view(np.uint8)
+        if np.issubdtype(a.dtype, np.integer):
+            return a
+        return a.astype(np.int64)
+
+    def sigmoid(self, a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64, copy=False)
+        return 0.5 * (1.0 + np.tanh(0.5 * a))  # overflow-free form of 1 / (1 + e^-a)
+
+    def softmax0(self, a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64, copy=False)
+        shifted = np.exp(a - a.max(axis=0, keepdims=True))
+        return shifted / shifted.sum(axis=0, keepdims=True)
+
+    def moveaxis0(self, a: np.ndarray, axis: int) -> np.ndarray:
+        return np.moveaxis(a, axis, 0)
+
+    def argmax0(self, a: np.ndarray) -> np.ndarray:
+        """Index of the largest channel; ties go to the lowest index."""
+        return np.argmax(a, axis=0)
+
+    def one_hot0(self, labels: np.ndarray, n_channels: int) -> np.ndarray:
+        return np.stack([labels == c for c in range(n_channels)])
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.uint8)
+
+    def shape(self, a: np.ndarray) -> tuple[int, ...]:
+        return tuple(a.shape)
+
+    # --- counting kernels ----------------------------------------------------------------
+    def confusion(self, reference: np.ndarray, prediction: np.ndarray) -> Confusion:
+        """Sparse confusion of two non-negative integer label maps of equal shape."""
+        ref = np.ravel(reference)
+        pred = np.ravel(prediction)
+        if ref.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return Confusion(empty, empty, empty)
+        n = int(max(ref.max(), pred.max())) + 1
+        if n * n <= DENSE_BINS:
+            return _dense_confusion(ref, pred, n)
+        return _sparse_confusion(ref, pred)
+
+    def channel_counts(
+        self, reference: np.ndarray, prediction: np.ndarray, valid: np.ndarray | None
+    ) -> ChannelCounts:
+        """Binary channels [C, ...] of reference and prediction → integer counts per channel."""
+        n_channels = reference.shape[0]
+        ref = reference.reshape(n_channels, -1)
+        pred = prediction.reshape(n_channels, -1)
+        mask = None if valid is None else np.ravel(valid)
+        tp = np.zeros(n_channels, np.int64)
+        n_ref = np.zeros(n_channels, np.int64)
+        n_pred = np.zeros(n_channels, np.int64)
+        n_valid = 0
+        for start in range(0, ref.shape[1], CHUNK):
+            r = ref[:, start:start + CHUNK].astype(bool, copy=False)
+            p = pred[:, start:start + CHUNK].astype(bool, copy=False)
+            if mask is not None:
+                m = mask[start:start + CHUNK]
+                r, p = r & m, p & m
+                n_valid += int(np.count_nonzero(m))
+            else:
+                n_valid += r.shape[1]
+            tp += np.count_nonzero(r & p, axis=1)
+            n_ref += np.count_nonzero(r, axis=1)
+            n_pred += np.count_nonzero(p, axis=1)
+        fp, fn = n_pred - tp, n_ref - tp
+        return ChannelCounts(tp, fp, fn, n_valid - tp - fp - fn)
+
+    def soft_counts(
+        self, reference: np.ndarray, probability: np.ndarray, valid: np.ndarray | None
+    ) -> ChannelCounts:
+        """Soft counts: TP = Σ p·g, FP = Σ p·(1−g), FN = Σ (1−p)·g, TN = Σ (1−p)(1−g)."""
+        n_channels = reference.shape[0]
+        ref = reference.reshape(n_channels, -1)
+        prob = probability.reshape(n_channels, -1)
+        mask = None if valid is None else np.ravel(valid)
+        sums = np.zeros((3, n_channels), np.float64)  # Σpg, Σp, Σg
+        n_valid = 0.0
+        for start in range(0, ref.shape[1], CHUNK):
+            g = ref[:, start:start + CHUNK].astype(np.float64)
+            p = prob[:, start:start + CHUNK].astype(np.float64)
+            if mask is not None:
+                m = mask[start:start + CHUNK]
+                g, p = g * m, p * m
+                n_valid += float(np.count_nonzero(m))
+            else:
+                n_valid += g.shape[1]
+            sums += ((p * g).sum(axis=1), p.sum(axis=1), g.sum(axis=1))
+        tp, fp, fn = sums[0], sums[1] - sums[0], sums[2] - sums[0]
+        return ChannelCounts(tp, fp, fn, n_valid - tp - fp - fn, soft=True)
+
+
+def _dense_confusion(ref: np.ndarray, pred: np.ndarray, n: int) -> Confusion:
+    """One bincount per chunk over ``ref * n + pred`` in the smallest index type."""
+    index_dtype = np.uint16 if n * n <= 1 << 16 else np.int64
+    bins = np.zeros(n * n, dtype=np.int64)
+    for start in range(0, ref.size, CHUNK):
+        index = ref[start:start + CHUNK].astype(index_dtype) * index_dtype(n)
+        index += pred[start:start + CHUNK].astype(index_dtype, copy=False)
+        bins += np.bincount(index, minlength=n * n)
+    (nonzero,) = np.nonzero(bins)
+    return Confusion(nonzero // n, nonzero % n, bins[nonzero])
+
+
+def _sparse_confusion(ref: np.ndarray, pred: np.ndarray) -> Confusion:
+    """For label values too large for a dense table: unique (ref, pred) pairs."""
+    totals: dict[tuple[int, int], int] = {}
+    for start in range(0, ref.size, CHUNK):
+        r = ref[start:start + CHUNK].astype(np.int64)
+        p = pred[start:start + CHUNK].astype(np.int64)
+        pairs, counts = np.unique(np.stack([r, p]), axis=1, return_counts=True)
+        for (a, b), c in zip(pairs.T.tolist(), counts.tolist(), strict=True):
+            totals[(a, b)] = totals.get((a, b), 0) + c
+    keys = sorted(totals)
+    return Confusion(
+        np.array([k[0] for k in keys], dtype=np.int64),
+        np.array([k[1] for k in keys], dtype=np.int64),
+        np.array([totals[k] for k in keys], dtype=np.int64),
+    )
+
+
+def get_backend(device: str) -> Any:
+    """The backend for a resolved device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    if device == "cpu":
+        return NumpyBackend()
+    from segeval.engine_torch import TorchBackend  # torch only when a GPU is asked for
+
+    return TorchBackend(device)

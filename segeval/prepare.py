@@ -1,0 +1,222 @@
+"""Interpret one case's arrays (label map, probabilities, logits, channels) and count it.
+
+The rules, applied in this order (each violation is a :class:`~segeval.errors.CaseError`
+naming the file):
+
+Reference
+    A label map of non-negative integers (bool, integer, or float holding only whole
+    numbers), or — with ``channel_axis`` and one more axis than a label map — binary
+    channels (one-hot, or overlapping with ``multilabel``).
+Prediction without ``channel_axis``
+    * integer, bool, or float holding only whole numbers: a label map;
+    * any other float: a probability map of the foreground (label 1), values in [0, 1]
+      (after ``logits="sigmoid"``), foreground where ``p > threshold``; the reference must
+      then be binary (labels 0/1), since one map cannot speak for several classes.
+Prediction with ``channel_axis``
+    Channel ``c`` is label ``c``.  ``multilabel``: each channel is thresholded on its own
+    (``p > threshold``); otherwise the class is the argmax over channels (ties to the lowest
+    index).  ``logits`` applies sigmoid or softmax over channels first.
+``soft``
+    No threshold: probabilities are summed (soft TP = Σ p·g, ...).
+NaN or ±Inf anywhere in a prediction or reference is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segeval import errors
+from segeval.config import EvalConfig
+from segeval.counts import CaseCounts
+from segeval.errors import CaseError
+
+
+def count_case(
+    prediction: Any | None,
+    reference: Any,
+    config: EvalConfig,
+    backend: Any,
+    prediction_name: str = "prediction",
+    reference_name: str = "reference",
+) -> CaseCounts:
+    """Counts of one case.  ``prediction=None`` scores an empty prediction."""
+    ref = backend.asarray(reference)
+    if config.channel_axis is not None:
+        return _count_channels(prediction, ref, config, backend, prediction_name, reference_name)
+    ref_labels = label_map(backend, ref, reference_name)
+    if prediction is None:
+        return backend.confusion(ref_labels, backend.zeros(backend.shape(ref_labels)))
+    pred = backend.asarray(prediction)
+    check_same_shape(backend.shape(pred), backend.shape(ref), prediction_name, reference_name)
+    if backend.is_float(pred):
+        _check_finite(backend, pred, prediction_name)
+        if config.logits == "sigmoid":
+            pred = backend.sigmoid(pred)
+        elif backend.is_integer_valued(pred):
+            return backend.confusion(ref_labels, label_map(backend, pred, prediction_name))
+        _check_probability(backend, pred, prediction_name, config)
+        _check_binary_reference(backend, ref_labels, config, reference_name)
+        if config.soft:
+            probability = backend.stack_complement(pred)
+            return backend.soft_counts(backend.one_hot0(ref_labels, 2), probability,
+                                       _valid(ref_labels, config))
+        return backend.confusion(ref_labels, backend.to_labels(pred > config.threshold))
+    return backend.confusion(ref_labels, label_map(backend, pred, prediction_name))
+
+
+def _count_channels(
+    prediction: Any | None, ref: Any, config: EvalConfig, backend: Any,
+    prediction_name: str, reference_name: str,
+) -> CaseCounts:
+    assert config.channel_axis is not None
+    ref_shape = backend.shape(ref)
+    if prediction is None:
+        if config.multilabel and len(ref_shape) > 0:
+            pred = backend.zeros(ref_shape)  # empty channels shaped like the reference's
+        else:
+            return backend.confusion(label_map(backend, ref, reference_name),
+                                     backend.zeros(ref_shape))
+    else:
+        pred = backend.asarray(prediction)
+    pred = _channels_first(backend, pred, config.channel_axis, prediction_name)
+    n_channels, spatial = backend.shape(pred)[0], backend.shape(pred)[1:]
+
+    ref_labels = None
+    if len(ref_shape) == len(spatial) + 1:
+        ref_channels = _channels_first(backend, ref, config.channel_axis, reference_name)
+        if backend.shape(ref_channels)[0] != n_channels:
+            raise CaseError(
+                errors.E_CHANNELS,
+                f"reference has {backend.shape(ref_channels)[0]} channels, prediction has "
+                f"{n_channels}", reference_name)
+        ref_channels = _binary_channels(backend, ref_channels, reference_name)
+        check_same_shape(spatial, backend.shape(ref_channels)[1:], prediction_name,
+                         reference_name)
+        if not config.multilabel:
+            if not backend.is_one_hot0(ref_channels):
+                raise CaseError(errors.E_NOT_ONE_HOT,
+                                "reference channels are not one-hot (a voxel has 0 or several "
+                                "classes)", reference_name,
+                                "pass --multilabel if classes may overlap")
+            ref_labels = backend.argmax0(ref_channels)
+    elif len(ref_shape) == len(spatial):
+        check_same_shape(spatial, ref_shape, prediction_name, reference_name)
+        ref_labels = label_map(backend, ref, reference_name)
+        ref_channels = None
+    else:
+        raise CaseError(
+            errors.E_CHANNELS,
+            f"reference shape {ref_shape} fits neither a label map nor channels for a "
+            f"prediction of shape {backend.shape(pred)} (channels moved first)",
+            reference_name, "check --channel-axis")
+
+    valid = None if ref_labels is None else _valid(ref_labels, config)
+    if ref_channels is None:
+        ref_channels = backend.one_hot0(ref_labels, n_channels)
+
+    if backend.is_float(pred):
+        _check_finite(backend, pred, prediction_name)
+        if config.logits == "sigmoid":
+            pred = backend.sigmoid(pred)
+        elif config.logits == "softmax":
+            pred = backend.softmax0(pred)
+        _check_probability(backend, pred, prediction_name, config)
+    elif config.logits != "none":
+        raise CaseError(errors.E_CHANNELS, "--logits given but the prediction holds integers",
+                        prediction_name, "drop --logits for label or one-hot predictions")
+
+    if config.soft:
+        return backend.soft_counts(ref_channels, pred, valid)
+    if config.multilabel:
+        binary = pred > config.threshold if backend.is_float(pred) else _binary_channels(
+            backend, pred, prediction_name)
+        return backend.channel_counts(ref_channels, binary, valid)
+    assert ref_labels is not None
+    return backend.confusion(ref_labels, backend.argmax0(pred))
+
+
+def label_map(backend: Any, a: Any, name: str) -> Any:
+    """Validate a label map (finite, whole, non-negative) and return it as integers."""
+    if backend.is_bool(a):
+        return backend.to_labels(a)
+    if backend.is_float(a):
+        _check_finite(backend, a, name)
+        if not backend.is_integer_valued(a):
+            raise CaseError(errors.E_NON_INTEGER_LABELS,
+                            "label map holds non-integer values", name,
+                            "labels must be whole numbers; a prediction of probabilities is "
+                            "fine, a reference must be labels")
+    if not backend.can_be_negative(a):
+        return backend.to_labels(a)
+    low, _ = backend.min_max(a)
+    if low < 0:
+        raise CaseError(errors.E_NEGATIVE_LABEL, f"label map holds negative label {low:g}",
+                        name, "labels must be >= 0")
+    return backend.to_labels(a)
+
+
+def check_same_shape(
+    prediction_shape: tuple[int, ...], reference_shape: tuple[int, ...],
+    prediction_name: str, reference_name: str,
+) -> None:
+    if tuple(prediction_shape) == tuple(reference_shape):
+        return
+    hint = "prediction and reference must have the same grid"
+    if sorted(prediction_shape) == sorted(reference_shape):
+        hint = "the axes look permuted: check the axis order the files were written in"
+    raise CaseError(
+        errors.E_SHAPE_MISMATCH,
+        f"shape {tuple(prediction_shape)} does not match the reference's "
+        f"{tuple(reference_shape)} ({reference_name})",
+        prediction_name, hint)
+
+
+def _channels_first(backend: Any, a: Any, axis: int, name: str) -> Any:
+    ndim = len(backend.shape(a))
+    if not -ndim <= axis < ndim:
+        raise CaseError(errors.E_CHANNELS,
+                        f"--channel-axis {axis} does not exist in shape {backend.shape(a)}",
+                        name)
+    return backend.moveaxis0(a, axis)
+
+
+def _binary_channels(backend: Any, a: Any, name: str) -> Any:
+    if backend.is_float(a):
+        _check_finite(backend, a, name)
+    low, high = backend.min_max(a)
+    if low < 0 or high > 1 or (backend.is_float(a) and not backend.is_integer_valued(a)):
+        raise CaseError(errors.E_NOT_ONE_HOT, "channels must hold only 0 and 1", name,
+                        "threshold probabilities first, or give them as the prediction")
+    return a > 0
+
+
+def _check_finite(backend: Any, a: Any, name: str) -> None:
+    if not backend.all_finite(a):
+        raise CaseError(errors.E_NAN, "holds NaN or infinite values", name,
+                        "fix the model output; segeval never guesses a value for NaN")
+
+
+def _check_probability(backend: Any, a: Any, name: str, config: EvalConfig) -> None:
+    low, high = backend.min_max(a)
+    if low < 0 or high > 1:
+        hint = ("values look like logits: pass --logits sigmoid (or softmax with "
+                "--channel-axis)" if config.logits == "none" else "")
+        raise CaseError(errors.E_PROBABILITY_RANGE,
+                        f"probabilities outside [0, 1] (min {low:g}, max {high:g})", name, hint)
+
+
+def _check_binary_reference(backend: Any, ref_labels: Any, config: EvalConfig,
+                            name: str) -> None:
+    labels = backend.unique_labels(ref_labels) - {0, 1}
+    if config.ignore_index is not None:
+        labels.discard(config.ignore_index)
+    if labels:
+        raise CaseError(
+            errors.E_CHANNELS,
+            f"a single probability map was given but the reference holds labels "
+            f"{sorted(labels)} besides 0 and 1", name,
+            "give per-class probabilities with --channel-axis, or a label map")
+
+
+def _valid(ref_labels: Any, config: EvalConfig) -> Any | None:
+    return None if config.ignore_index is None else ref_labels != config.ignore_index

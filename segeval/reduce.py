@@ -1,0 +1,108 @@
+"""Count table → every reduction.  Pure functions of the counts; no voxel is read here.
+
+Vocabulary (the same words are JSON keys and CLI choices):
+
+* per case × class: the metric of one case's counts for one class;
+* ``pooled`` (per class): counts summed over the scored cases, then the metric
+  (seed 000's ``dim=0`` answer);
+* ``mean`` / ``std`` (per class): the metric per case, then its mean and standard
+  deviation over the cases where it is defined (undefined = null under ``--empty nan``);
+* ``macro``: the mean over classes of the per-class ``pooled`` values (seed 000: 0.625);
+* ``macro_imagewise``: the mean over classes of the per-class case ``mean`` values
+  (nnU-Net's foreground mean);
+* ``micro``: counts summed over classes and cases, then the metric (seed 000: 0.5).
+
+Undefined values (NaN) are left out of every mean, and each mean says how many values it
+used.  A mean of no values is NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from segeval.config import METRICS, EvalConfig
+from segeval.counts import CountTable
+from segeval.metrics import is_empty, scores
+
+COUNTS = ("tp", "fp", "fn", "tn")
+
+
+@dataclass
+class Reductions:
+    """Every reduction of one count table (arrays indexed [case, class] or [class])."""
+
+    per_case: dict[str, np.ndarray]  # metric → [n_cases, n_classes]
+    pooled_counts: dict[str, np.ndarray]  # tp/fp/fn/tn → [n_classes]
+    pooled: dict[str, np.ndarray]  # metric → [n_classes]
+    mean: dict[str, np.ndarray]  # metric → [n_classes]
+    std: dict[str, np.ndarray]
+    n_used: dict[str, np.ndarray]  # metric → [n_classes] number of defined case values
+    n_cases: int
+    n_empty: np.ndarray  # [n_classes] scored cases with TP+FP+FN = 0
+    micro_counts: dict[str, float]
+    micro: dict[str, float]
+    macro: dict[str, float]
+    macro_imagewise: dict[str, float]
+    macro_n: dict[str, int]  # classes with a defined pooled value, per metric
+    macro_imagewise_n: dict[str, int]
+
+
+def nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Mean of the defined values; NaN (without a warning) where there are none."""
+    defined = ~np.isnan(values)
+    total = np.where(defined, values, 0.0).sum(axis=axis)
+    count = defined.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def nanstd(values: np.ndarray, axis: int = 0, ddof: int = 0) -> np.ndarray:
+    defined = ~np.isnan(values)
+    count = defined.sum(axis=axis)
+    mean = nanmean(values, axis=axis)
+    squares = np.where(defined, (values - np.expand_dims(mean, axis)) ** 2, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > ddof, np.sqrt(squares / np.maximum(count - ddof, 1)), np.nan)
+
+
+def reduce_counts(table: CountTable, config: EvalConfig) -> Reductions:
+    """Compute every reduction of ``table`` under ``config`` (beta, smooth, empty, ddof)."""
+    def score_all(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, np.ndarray]:
+        return scores(tp, fp, fn, tn, beta=config.beta, smooth=config.smooth,
+                      empty=config.empty)
+
+    rows = table.scored
+    counts = {name: getattr(table, name)[rows] for name in COUNTS}
+    per_case_scored = score_all(*counts.values())
+    per_case = {}
+    for name, values in per_case_scored.items():
+        full = np.full(table.tp.shape, np.nan)
+        full[rows] = values
+        per_case[name] = full
+    pooled_counts = {name: values.sum(axis=0) for name, values in counts.items()}
+    pooled = score_all(*pooled_counts.values())
+    mean = {name: nanmean(values, axis=0) for name, values in per_case_scored.items()}
+    std = {name: nanstd(values, axis=0, ddof=config.std_ddof)
+           for name, values in per_case_scored.items()}
+    n_used = {name: (~np.isnan(values)).sum(axis=0) for name, values in per_case_scored.items()}
+    micro_counts = {name: values.sum() for name, values in pooled_counts.items()}
+    micro = score_all(*micro_counts.values())
+    return Reductions(
+        per_case=per_case,
+        pooled_counts=pooled_counts,
+        pooled=pooled,
+        mean=mean,
+        std=std,
+        n_used=n_used,
+        n_cases=int(rows.sum()),
+        n_empty=is_empty(counts["tp"], counts["fp"], counts["fn"]).sum(axis=0),
+        micro_counts={k: v.item() for k, v in micro_counts.items()},
+        micro={k: float(v) for k, v in micro.items()},
+        macro={k: float(nanmean(pooled[k])) for k in METRICS},
+        macro_imagewise={k: float(nanmean(mean[k])) for k in METRICS},
+        macro_n={k: int((~np.isnan(pooled[k])).sum()) for k in METRICS},
+        macro_imagewise_n={k: int((~np.isnan(mean[k])).sum()) for k in METRICS},
+    )

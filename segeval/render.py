@@ -1,0 +1,161 @@
+"""Report → terminal tables and CSV.  Renderers read a report; they never compute.
+
+Every number printed is a value of the JSON report rounded to 4 decimals ("—" for null).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from segeval.config import METRICS
+from segeval.reduce import COUNTS
+from segeval.report import Report, write_text_atomic
+
+SUMMARY_NOTES = {
+    "macro": "mean over classes of the per-class value pooled over cases",
+    "macro_imagewise": "mean over classes of the per-class mean over cases",
+    "micro": "counts pooled over all classes and cases",
+}
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4f}"
+
+
+def render(report: Report, console: Console, metrics: tuple[str, ...], per_class: bool,
+           per_case: bool) -> None:
+    """Print the chosen tables and the headline line."""
+    data = report.to_dict()
+    console.print(_title(data))
+    if per_case:
+        console.print(_case_table(data))
+    if per_class:
+        console.print(_class_table(data, metrics))
+    else:
+        console.print(_summary_table(data, metrics))
+    headline = data["headline"]
+    console.print(
+        f"[bold]{headline['metric']} ({headline['reduction']}) = {fmt(headline['value'])}[/]"
+        f"  — {SUMMARY_NOTES[headline['reduction']]}")
+
+
+def _title(data: dict[str, Any]) -> str:
+    summary = data["summary"]
+    classes = ", ".join(f"{c['key']} {c['name']}" if c["name"] != c["key"] else c["key"]
+                        for c in data["classes"]) or "none"
+    extra = ""
+    if summary["n_invalid"]:
+        extra += f", {summary['n_invalid']} invalid"
+    if summary["n_missing"]:
+        extra += f", {summary['n_missing']} missing"
+    return (f"{summary['n_cases']} cases ({summary['n_scored']} scored{extra}) · "
+            f"classes: {classes} · device {data['run']['device']}")
+
+
+def _summary_table(data: dict[str, Any], metrics: tuple[str, ...]) -> Table:
+    table = Table(title="Summary", title_justify="left")
+    table.add_column("reduction")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    table.add_column("what it is")
+    for name in ("macro", "macro_imagewise", "micro"):
+        row = data["summary"][name]
+        table.add_row(name, *(fmt(row[m]) for m in metrics), SUMMARY_NOTES[name])
+    return table
+
+
+def _class_table(data: dict[str, Any], metrics: tuple[str, ...]) -> Table | Group:
+    """Pooled values per class; the case mean of the headline metric beside them (one
+    metric) or in a second table (several, to stay within 80 columns)."""
+    headline = data["headline"]["metric"]
+    pooled = Table(title="Per class, pooled (counts summed over cases, then the score)",
+                   title_justify="left")
+    pooled.add_column("class", no_wrap=True)
+    for metric in metrics:
+        pooled.add_column(metric, justify="right")
+    spread = pooled if len(metrics) == 1 else Table(
+        title=f"Per class, over cases ({headline} per case, then mean ± std)",
+        title_justify="left")
+    if spread is not pooled:
+        spread.add_column("class", no_wrap=True)
+    spread.add_column(f"{headline} mean ± std", justify="right")
+    spread.add_column("cases used", justify="right")
+    spread.add_column("empty", justify="right")
+    for spec in data["classes"]:
+        row = data["per_class"][spec["key"]]
+        label = spec["key"] if spec["name"] == spec["key"] else f"{spec['key']} {spec['name']}"
+        over_cases = [f"{fmt(row['mean'][headline])} ± {fmt(row['std'][headline])}",
+                      f"{row['n_used'][headline]}/{row['n_cases']}", str(row["n_empty"])]
+        if spread is pooled:
+            pooled.add_row(label, *(fmt(row["pooled"][m]) for m in metrics), *over_cases)
+        else:
+            pooled.add_row(label, *(fmt(row["pooled"][m]) for m in metrics))
+            spread.add_row(label, *over_cases)
+    summary = data["summary"]
+    blanks = ["", ""] if spread is pooled else []
+    pooled.add_section()
+    macro_mean = [fmt(summary["macro_imagewise"][headline])] if spread is pooled else []
+    pooled.add_row("macro", *(fmt(summary["macro"][m]) for m in metrics), *macro_mean, *blanks)
+    pooled.add_row("micro", *(fmt(summary["micro"][m]) for m in metrics),
+                   *([""] * len(macro_mean)), *blanks)
+    if spread is pooled:
+        return pooled
+    spread.add_section()
+    spread.add_row("macro_imagewise", fmt(summary["macro_imagewise"][headline]), "", "")
+    return Group(pooled, spread)
+
+
+def _case_table(data: dict[str, Any]) -> Table:
+    headline = data["headline"]["metric"]
+    table = Table(title=f"Per case: {headline}", title_justify="left")
+    table.add_column("case")
+    table.add_column("status")
+    for spec in data["classes"]:
+        table.add_column(spec["name"], justify="right")
+    for case in data["cases"]:
+        values = [fmt(case["metrics"][c["key"]][headline]) if case["metrics"] else ""
+                  for c in data["classes"]]
+        status = case["status"] if case["error_code"] is None else case["error_code"]
+        table.add_row(case["id"], status, *values)
+    return table
+
+
+CSV_FIELDS = ("case", "status", "error_code", "class", "name", *COUNTS, *METRICS)
+
+
+def to_csv(report: Report) -> str:
+    """One row per case × class with counts and metrics; unscored cases get one row."""
+    data = report.to_dict()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for case in data["cases"]:
+        if not case["metrics"]:
+            writer.writerow([case["id"], case["status"], case["error_code"] or "", "", "",
+                             *[""] * (len(COUNTS) + len(METRICS))])
+            continue
+        for spec in data["classes"]:
+            row = case["metrics"][spec["key"]]
+            writer.writerow([case["id"], case["status"], case["error_code"] or "", spec["key"],
+                             spec["name"], *(_csv_value(row[c]) for c in COUNTS),
+                             *(_csv_value(row[m]) for m in METRICS)])
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def write_csv(report: Report, path: str | Path) -> None:
+    write_text_atomic(Path(path), to_csv(report))

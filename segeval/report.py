@@ -1,0 +1,175 @@
+"""The report: one object that holds every number of a run, and its JSON form.
+
+Renderers (table, CSV) read a :class:`Report` and never compute.  The JSON follows the
+schema shipped in ``segeval/schema/report.schema.json`` (``schema_version`` 1): NaN is
+written as null, never as ``NaN``; keys of per-class maps are class keys (the label as a
+string, or a region name).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from segeval import __version__
+from segeval.config import METRICS, EvalConfig
+from segeval.counts import CaseCounts, ClassSpec, CountTable
+from segeval.reduce import COUNTS, Reductions
+
+SCHEMA_VERSION = 1
+CaseStatus = Literal["ok", "missing", "error"]
+
+
+@dataclass
+class CaseResult:
+    """One case: where it came from, what happened, and its counts when it was scored."""
+
+    id: str
+    prediction: str | None
+    reference: str
+    status: CaseStatus = "ok"
+    error_code: str | None = None
+    message: str | None = None
+    counts: CaseCounts | None = None
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> bool:
+        return self.counts is not None
+
+    @property
+    def invalid(self) -> bool:
+        """Counts against the exit code: an error, or a missing case with --missing error."""
+        return self.error_code is not None
+
+
+@dataclass
+class Report:
+    config: EvalConfig
+    classes: list[ClassSpec]
+    cases: list[CaseResult]
+    table: CountTable
+    reductions: Reductions
+    run: dict[str, Any] = field(default_factory=dict)
+    unmatched_predictions: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+
+    @property
+    def headline(self) -> float:
+        """``summary[config.headline][config.headline_metric]`` (NaN when undefined)."""
+        summary = getattr(self.reductions, self.config.headline)
+        return float(summary[self.config.headline_metric])
+
+    @property
+    def invalid_cases(self) -> list[CaseResult]:
+        return [case for case in self.cases if case.invalid]
+
+    @property
+    def internal_errors(self) -> list[CaseResult]:
+        return [case for case in self.cases if case.error_code == "E_INTERNAL"]
+
+    def to_dict(self) -> dict[str, Any]:
+        red = self.reductions
+        keys = [c.key for c in self.classes]
+        data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "segeval", "version": __version__},
+            "config": self.config.to_dict(),
+            "run": self.run,
+            "headline": {
+                "metric": self.config.headline_metric,
+                "reduction": self.config.headline,
+                "value": _number(self.headline),
+            },
+            "classes": [{"key": c.key, "name": c.name, "labels": list(c.labels)}
+                        for c in self.classes],
+            "cases": [self._case_dict(i, case, keys) for i, case in enumerate(self.cases)],
+            "per_class": {
+                key: {
+                    "name": self.classes[k].name,
+                    "pooled": {**{c: _number(red.pooled_counts[c][k]) for c in COUNTS},
+                               **{m: _number(red.pooled[m][k]) for m in METRICS}},
+                    "mean": {m: _number(red.mean[m][k]) for m in METRICS},
+                    "std": {m: _number(red.std[m][k]) for m in METRICS},
+                    "n_used": {m: int(red.n_used[m][k]) for m in METRICS},
+                    "n_cases": red.n_cases,
+                    "n_empty": int(red.n_empty[k]),
+                }
+                for k, key in enumerate(keys)
+            },
+            "summary": {
+                "micro": {**{c: _number(red.micro_counts[c]) for c in COUNTS},
+                          **{m: _number(red.micro[m]) for m in METRICS}},
+                "macro": {**{m: _number(red.macro[m]) for m in METRICS},
+                          "n_classes": red.macro_n},
+                "macro_imagewise": {**{m: _number(red.macro_imagewise[m]) for m in METRICS},
+                                    "n_classes": red.macro_imagewise_n},
+                "n_cases": len(self.cases),
+                "n_scored": red.n_cases,
+                "n_invalid": len(self.invalid_cases),
+                "n_missing": sum(case.status == "missing" for case in self.cases),
+            },
+            "unmatched_predictions": self.unmatched_predictions,
+            "ignored_files": self.ignored_files,
+        }
+        return data
+
+    def _case_dict(self, index: int, case: CaseResult, keys: list[str]) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        if case.scored:
+            for k, key in enumerate(keys):
+                metrics[key] = {
+                    **{c: _number(getattr(self.table, c)[index, k]) for c in COUNTS},
+                    **{m: _number(self.reductions.per_case[m][index, k]) for m in METRICS},
+                }
+        return {
+            "id": case.id,
+            "prediction": case.prediction,
+            "reference": case.reference,
+            "status": case.status,
+            "scored": case.scored,
+            "error_code": case.error_code,
+            "message": case.message,
+            "shape": None if case.shape is None else list(case.shape),
+            "spacing": None if case.spacing is None else list(case.spacing),
+            "warnings": case.warnings,
+            "labels_found": None if case.counts is None else sorted(case.counts.labels),
+            "metrics": metrics,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Valid JSON (``allow_nan=False``: undefined values are null)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def write_json(self, path: str | Path) -> None:
+        """Write atomically: a temporary file in the same folder, then a rename."""
+        write_text_atomic(Path(path), self.to_json() + "\n")
+
+
+def _number(value: Any) -> int | float | None:
+    """JSON-safe number: NaN → None, NumPy scalars → Python numbers."""
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
