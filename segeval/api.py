@@ -181,7 +181,7 @@ def resolve_classes(results: list[CaseResult], config: EvalConfig) -> list[Class
     found: set[int] = set()
     for result in results:
         if result.counts is not None:
-            found |= result.counts.labels
+            found |= result.counts.evaluated_labels(config.ignore_index)
     if config.labels is not None:
         labels = set(config.labels)
         if config.include_background:
@@ -199,20 +199,26 @@ def resolve_classes(results: list[CaseResult], config: EvalConfig) -> list[Class
 
 
 def reject_unexpected_labels(results: list[CaseResult], config: EvalConfig) -> None:
-    """With explicit ``labels``, a case holding any other label is invalid."""
+    """With explicit ``labels``, a case holding a label nobody declared is invalid.
+
+    Declared: background 0, ``labels``, the labels of ``label_names`` (a dataset.json
+    declares every label of a dataset, so ``--labels 1`` with it evaluates a subset),
+    region members and ``ignore_index``.
+    """
     if config.labels is None:
         return
-    allowed = set(config.labels) | {0}
+    allowed = set(config.labels) | {0} | set(config.names)
     allowed |= {label for _, members in config.regions for label in members}
     if config.ignore_index is not None:
         allowed.add(config.ignore_index)
     for result in results:
         if result.counts is None:
             continue
-        unexpected = sorted(result.counts.labels - allowed)
+        unexpected = sorted(result.counts.evaluated_labels(config.ignore_index) - allowed)
         if unexpected:
             result.status, result.error_code = "error", errors.E_UNEXPECTED_LABEL
             where = result.prediction or result.reference
             result.message = (f"{where}: labels {unexpected} "
-                              f"found, expected only {sorted(allowed)} (--labels)")
+                              f"found, expected only {sorted(allowed)} (declare every label of the "
+                              "dataset with --labels or --label-names)")
             result.counts = None

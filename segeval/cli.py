@@ -110,8 +110,15 @@ def _make_command(headline_metric: str | None) -> Any:
         = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     ) -> None:
+        try:
+            parsed_labels = _parse_labels(labels)
+            names, file_regions = _parse_label_names(label_names)
+            regions = {**file_regions, **_parse_regions(region or [])}
+        except UsageError as exc:
+            _stderr().print(f"segeval: error: {exc.message}", markup=False)
+            raise typer.Exit(int(exc.exit_code)) from None
         options: dict[str, Any] = {
-            "labels": _parse_labels(labels),
+            "labels": parsed_labels,
             "include_background": include_background,
             "ignore_index": ignore_index,
             "threshold": threshold,
@@ -125,10 +132,9 @@ def _make_command(headline_metric: str | None) -> Any:
             "multilabel": multilabel,
             "headline_metric": headline_metric or metric,
             "headline": headline,
+            "label_names": names,
+            "regions": regions,
         }
-        names, file_regions = _parse_label_names(label_names)
-        options["label_names"] = names
-        options["regions"] = {**file_regions, **_parse_regions(region or [])}
         code = run(prediction, reference, options, device=device, json_path=json_path,
                    csv_path=csv_path, per_class=per_class, per_case=per_case,
                    fail_under=fail_under, quiet=quiet, debug=debug,
@@ -155,7 +161,7 @@ def run(prediction: Path, reference: Path, options: dict[str, Any], *, device: s
     """Evaluate, write outputs, print, and return the exit code."""
     from rich.console import Console
 
-    err = Console(stderr=True, highlight=False)
+    err = _stderr()
     try:
         report = _evaluate_with_progress(prediction, reference, options, device, quiet, err)
     except SegevalError as exc:
@@ -237,6 +243,12 @@ def exit_code(report: Any, fail_under: float | None, err: Any) -> ExitCode:
                       "(--fail-under)", markup=False)
             return ExitCode.BAR_NOT_MET
     return ExitCode.OK
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def _parse_labels(text: str | None) -> list[int] | None:

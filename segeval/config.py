@@ -138,8 +138,6 @@ class EvalConfig:
                       "--multilabel")
         if self.logits == "softmax" and self.channel_axis is None:
             raise bad("logits", "softmax needs --channel-axis (the axis to normalise over)")
-        if self.logits == "softmax" and self.multilabel:
-            raise bad("logits", "multi-label channels are independent: use sigmoid")
 
     @property
     def names(self) -> dict[int, str]:

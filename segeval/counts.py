@@ -42,6 +42,13 @@ class Confusion:
         """Every label that occurs in the reference or the prediction."""
         return {int(x) for x in np.union1d(self.reference, self.prediction)}
 
+    def evaluated_labels(self, ignore_index: int | None) -> set[int]:
+        """Labels occurring on evaluated voxels (reference != ignore_index)."""
+        if ignore_index is None:
+            return self.labels
+        kept = self.reference != ignore_index
+        return {int(x) for x in np.union1d(self.reference[kept], self.prediction[kept])}
+
     def class_counts(
         self, classes: list[ClassSpec], ignore_index: int | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -84,6 +91,9 @@ class ChannelCounts:
     def labels(self) -> set[int]:
         """Every channel is a class of the layout, present in this case or not."""
         return set(range(self.n_channels))
+
+    def evaluated_labels(self, ignore_index: int | None) -> set[int]:
+        return self.labels
 
     @property
     def n_channels(self) -> int:

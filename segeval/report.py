@@ -173,3 +173,11 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of the report, shipped in the package."""
+    from importlib.resources import files
+
+    text = files("segeval").joinpath("schema/report.schema.json").read_text(encoding="utf-8")
+    return dict(json.loads(text))

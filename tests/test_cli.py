@@ -1,0 +1,200 @@
+"""The command line end to end, through real files and its exit codes.
+
+Numbers for the ``png_folders`` fixture are worked by hand in test_api.py's docstring:
+class 1 pooled Dice 8/10, class 2 pooled Dice 2/5, macro 0.6, micro 10/15.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from segeval.cli import app
+from tests.conftest import write_png
+
+runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "120"})
+REPO = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_dice_per_class_table_and_exit_0(png_folders):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, "--per-class")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "0.8000" in out and "0.4000" in out  # pooled class 1 and 2
+    assert "dice (macro) = 0.6000" in out
+    assert "0.6667" in out  # micro 10/15
+
+
+def test_json_report_to_file_matches_printed_numbers(png_folders, tmp_path, validate):
+    pred, gt = png_folders
+    target = tmp_path / "out" / "report.json"
+    result = invoke("evaluate", pred, gt, "--json", target, "--beta", "2")
+    assert result.exit_code == 0, result.stderr
+    data = validate(target.read_text())
+    assert data["config"]["beta"] == 2.0
+    assert data["summary"]["macro"]["dice"] == pytest.approx(0.6)
+    assert f"{data['summary']['micro']['iou']:.4f}" in result.stdout
+    assert data["cases"][0]["prediction"].endswith("a.png")
+
+
+def test_json_to_stdout_is_pure_json(png_folders, validate):
+    pred, gt = png_folders
+    result = invoke("iou", pred, gt, "--json", "-")
+    assert result.exit_code == 0
+    data = validate(result.stdout)
+    assert data["headline"]["metric"] == "iou"
+    assert data["headline"]["value"] == pytest.approx((4 / 6 + 1 / 4) / 2)
+
+
+def test_csv_rows_per_case_and_class(png_folders, tmp_path):
+    pred, gt = png_folders
+    target = tmp_path / "rows.csv"
+    assert invoke("dice", pred, gt, "--csv", target, "-q").exit_code == 0
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert [(r["case"], r["class"]) for r in rows] == [("a", "1"), ("a", "2"), ("b", "1"),
+                                                      ("b", "2")]
+    assert (rows[0]["tp"], rows[0]["fp"], rows[0]["fn"], rows[0]["tn"]) == ("3", "0", "1", "12")
+    assert float(rows[0]["dice"]) == pytest.approx(6 / 7)
+    assert rows[3]["dice"] == ""  # empty class: null
+
+
+def test_fail_under_exit_1(png_folders):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, "--fail-under", "0.61")
+    assert result.exit_code == 1
+    assert "FAIL" in result.stderr and "0.6000" in result.stderr
+    assert invoke("dice", pred, gt, "--fail-under", "0.59").exit_code == 0
+
+
+def test_fail_under_on_micro(png_folders):
+    pred, gt = png_folders
+    assert invoke("dice", pred, gt, "--headline", "micro", "--fail-under", "0.66").exit_code == 0
+    assert invoke("dice", pred, gt, "--headline", "micro", "--fail-under", "0.67").exit_code == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["--empty", "bogus"], ["--labels", "1,x"], ["--threshold", "2"], ["--device", "tpu"],
+    ["--region", "broken"], ["--label-names", "liver"],
+])
+def test_usage_errors_exit_2_with_one_line(png_folders, args):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("segeval: error:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_folder_exit_2(tmp_path, png_folders):
+    pred, _ = png_folders
+    result = invoke("dice", pred, tmp_path / "nowhere")
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_invalid_case_exit_3_and_report_still_written(png_folders, tmp_path, validate):
+    pred, gt = png_folders
+    write_png(gt / "c.png", np.zeros((5, 5)))
+    write_png(pred / "c.png", np.zeros((4, 4)))  # wrong shape
+    target = tmp_path / "r.json"
+    result = invoke("dice", pred, gt, "--json", target)
+    assert result.exit_code == 3
+    assert "E_SHAPE_MISMATCH" in result.stderr and "c.png" in result.stderr
+    data = validate(target.read_text())
+    status = {c["id"]: (c["status"], c["error_code"]) for c in data["cases"]}
+    assert status == {"a": ("ok", None), "b": ("ok", None), "c": ("error", "E_SHAPE_MISMATCH")}
+    assert data["summary"]["macro"]["dice"] == pytest.approx(0.6)  # the good cases are intact
+
+
+def test_missing_prediction_rules_and_exit_codes(png_folders):
+    pred, gt = png_folders
+    (pred / "b.png").unlink()
+    result = invoke("dice", pred, gt)
+    assert result.exit_code == 3
+    assert "E_MISSING_PREDICTION" in result.stderr and "b" in result.stderr
+    assert invoke("dice", pred, gt, "--missing", "skip").exit_code == 0
+    result = invoke("dice", pred, gt, "--missing", "empty", "--json", "-", "-q")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    # b scored as empty: class 1 adds FN 1 → pooled TP 3 FP 0 FN 2
+    assert data["per_class"]["1"]["pooled"]["dice"] == pytest.approx(6 / 8)
+
+
+def test_label_names_from_nnunet_dataset_json(png_folders, tmp_path):
+    pred, gt = png_folders
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2}}))
+    result = invoke("dice", pred, gt, "--label-names", dataset, "--per-class")
+    assert result.exit_code == 0
+    assert "1 liver" in result.stdout and "2 tumour" in result.stdout
+
+
+def test_region_option(png_folders):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, "--region", "any=1,2", "--json", "-", "-q")
+    data = json.loads(result.stdout)
+    assert list(data["per_class"]) == ["any"]
+    # a: TP 4 FN 4; b: TP 1 FP 1 → pooled 10/(10 + 1 + 4)
+    assert data["per_class"]["any"]["pooled"]["dice"] == pytest.approx(10 / 15)
+
+
+def test_per_case_table(png_folders):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, "--per-case")
+    assert result.exit_code == 0
+    assert "0.8571" in result.stdout and "0.6667" in result.stdout and "—" in result.stdout
+
+
+def test_sample_data_quickstart_runs():
+    result = invoke("dice", REPO / "sample_data/nifti3d/pred", REPO / "sample_data/nifti3d/gt",
+                    "--per-class", "--label-names", REPO / "sample_data/nifti3d/labels.json")
+    assert result.exit_code == 0, result.stderr
+    assert "liver" in result.stdout and "kidney" in result.stdout
+
+
+def run_process(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "NO_COLOR": "1", **env}, timeout=120)
+
+
+def test_python_m_segeval_and_no_torch_on_cpu_runs(png_folders):
+    pred, gt = png_folders
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['segeval', 'dice', {str(pred)!r}, {str(gt)!r}, '-q']\n"
+        "try:\n    runpy.run_module('segeval', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('exit', code)\n"
+    )
+    result = run_process("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert "exit 0" in result.stdout
+
+
+def test_import_segeval_does_not_import_torch():
+    result = run_process("-c", "import sys, segeval, segeval.cli; "
+                         "assert 'torch' not in sys.modules; print('ok')")
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_help_lists_exit_codes():
+    result = run_process("-m", "segeval", "dice", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # rich wraps lines
+    assert "Exit codes: 0 success; 1 a --fail-under bar not met" in text
+    assert "3 one or more cases had invalid input" in text
