@@ -8,23 +8,17 @@ table, reduce it, and wrap everything in a :class:`~segeval.report.Report`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from segeval import __version__, errors
-from segeval.cases import CaseSource, Pairing, pair_inputs
+from segeval.cases import Pairing, pair_inputs
 from segeval.config import EvalConfig
 from segeval.counts import ClassSpec, CountTable
-from segeval.engine import get_backend
-from segeval.errors import CaseError, UsageError
-from segeval.io import load_mask
-from segeval.prepare import count_case
+from segeval.errors import UsageError
 from segeval.reduce import reduce_counts
 from segeval.report import CaseResult, Report
+from segeval.runner import Progress, default_workers, run_cases
 
-Progress = Callable[[int, int, str], None]
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 
 
@@ -33,6 +27,7 @@ def evaluate(
     reference: Any,
     *,
     device: str = "auto",
+    workers: int | None = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> Report:
@@ -47,6 +42,9 @@ def evaluate(
         ``auto`` (default) counts where the data already is: on the CPU for files and NumPy
         arrays, on a tensor's own device for torch tensors.  ``cpu``, ``cuda``, ``cuda:N``
         and ``mps`` force a device; results are identical on every device.
+    workers:
+        Processes (CPU) or loader threads (GPU) working on cases in parallel; default: the
+        usable cores, at most 8.  Results do not depend on it.
     progress:
         Called as ``progress(done, total, case_id)`` after each case.
     **options:
@@ -60,85 +58,21 @@ def evaluate(
     started = time.perf_counter()
     pairing = pair_inputs(prediction, reference)
     resolved = resolve_device(device, pairing)
-    backend = get_backend(resolved)
-    results = []
-    for done, source in enumerate(pairing.cases, start=1):
-        results.append(evaluate_case(source, config, backend, pairing.from_files))
-        if progress is not None:
-            progress(done, len(pairing.cases), source.id)
+    n_workers = default_workers() if workers is None else workers
+    if n_workers < 1:
+        raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
+    results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
+                        progress)
     classes = resolve_classes(results, config)
     reject_unexpected_labels(results, config)
     table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
                              soft=config.soft)
-    run = {"device": resolved, "backend": backend.name, "tool_version": __version__,
+    run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
+           "workers": n_workers, "tool_version": __version__,
            "seconds": round(time.perf_counter() - started, 3),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return Report(config, classes, results, table, reduce_counts(table, config), run,
                   pairing.unmatched_predictions, pairing.ignored_files)
-
-
-def evaluate_case(source: CaseSource, config: EvalConfig, backend: Any,
-                  from_files: bool) -> CaseResult:
-    """Load, interpret and count one case; every failure becomes the case's status."""
-    result = CaseResult(source.id, source.prediction_name, source.reference_name)
-    try:
-        if source.problem is not None:
-            raise CaseError(source.problem[0], source.problem[1])
-        if source.prediction is None:
-            if config.missing != "empty":
-                _mark_missing(result, config, source)
-                return result
-            result.status = "missing"
-            result.message = "no prediction: scored as an empty prediction (--missing empty)"
-        reference = _load(source.reference, source.reference_name, config, from_files, result)
-        prediction = None if source.prediction is None else _load(
-            source.prediction, source.prediction_name or "", config, from_files, result)
-        result.counts = count_case(prediction, reference, config, backend,
-                                   source.prediction_name or "prediction",
-                                   source.reference_name)
-    except CaseError as exc:
-        result.status, result.error_code, result.message = "error", exc.code, exc.message
-        result.counts = None
-    except MemoryError:
-        result.status, result.error_code = "error", errors.E_UNREADABLE
-        result.message = f"{source.reference_name}: not enough memory for this case"
-        result.counts = None
-    except Exception as exc:  # a bug must not take the other cases down with it
-        result.status, result.error_code = "error", "E_INTERNAL"
-        result.message = f"internal error ({type(exc).__name__}: {exc}); please report it"
-        result.counts = None
-    return result
-
-
-def _mark_missing(result: CaseResult, config: EvalConfig, source: CaseSource) -> None:
-    result.status = "missing"
-    if config.missing == "error":
-        result.error_code = errors.E_MISSING_PREDICTION
-        result.message = (f"{source.reference_name}: no prediction for case {source.id!r} "
-                          "(--missing error; use --missing empty to score it as empty)")
-    else:
-        result.message = f"no prediction for case {source.id!r}: skipped (--missing skip)"
-
-
-def _load(value: Any, name: str, config: EvalConfig, from_files: bool,
-          result: CaseResult) -> Any:
-    if not from_files:
-        return value  # arrays and tensors go to the backend as they are
-    mask = load_mask(value)
-    allowed = (2, 3) if config.channel_axis is None else (2, 3, 4)
-    if mask.array.ndim not in allowed:
-        raise CaseError(errors.E_BAD_DIMENSIONS,
-                        f"{mask.array.ndim}-D array of shape {mask.array.shape}", name,
-                        "segeval evaluates 2-D images and 3-D volumes"
-                        + ("" if config.channel_axis is not None else
-                           " (channel layouts need --channel-axis)"))
-    if result.shape is None:
-        result.shape, result.spacing = tuple(mask.array.shape), mask.spacing
-    elif result.spacing is not None and len(mask.spacing) == len(result.spacing) and not \
-            np.allclose(mask.spacing, result.spacing, rtol=1e-3, atol=1e-6):
-        result.warnings.append(f"spacing differs: reference {tuple(result.spacing)}, "
-                               f"prediction {tuple(mask.spacing)}")
-    return mask.array
 
 
 def resolve_device(device: str, pairing: Pairing) -> str:

@@ -106,6 +106,9 @@ def _make_command(headline_metric: str | None) -> Any:
         device: Annotated[str, typer.Option(
             help="auto|cpu|cuda|cuda:N|mps (auto: where the data is; CPU for files).")]
         = "auto",
+        workers: Annotated[int | None, typer.Option(
+            help="Parallel workers (default: usable cores, at most 8); results do not "
+            "depend on it.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")]
         = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -135,7 +138,8 @@ def _make_command(headline_metric: str | None) -> Any:
             "label_names": names,
             "regions": regions,
         }
-        code = run(prediction, reference, options, device=device, json_path=json_path,
+        code = run(prediction, reference, options, {"device": device, "workers": workers},
+                   json_path=json_path,
                    csv_path=csv_path, per_class=per_class, per_case=per_case,
                    fail_under=fail_under, quiet=quiet, debug=debug,
                    all_metrics=headline_metric is None)
@@ -155,15 +159,17 @@ for _name, _metric, _help in (
         _make_command(_metric))
 
 
-def run(prediction: Path, reference: Path, options: dict[str, Any], *, device: str,
-        json_path: str | None, csv_path: str | None, per_class: bool, per_case: bool,
+def run(prediction: Path, reference: Path, options: dict[str, Any],
+        run_options: dict[str, Any], *, json_path: str | None, csv_path: str | None,
+        per_class: bool, per_case: bool,
         fail_under: float | None, quiet: bool, debug: bool, all_metrics: bool) -> ExitCode:
     """Evaluate, write outputs, print, and return the exit code."""
     from rich.console import Console
 
     err = _stderr()
     try:
-        report = _evaluate_with_progress(prediction, reference, options, device, quiet, err)
+        report = _evaluate_with_progress(prediction, reference, options, run_options, quiet,
+                                         err)
     except SegevalError as exc:
         err.print(f"segeval: error: {exc.message}", markup=False)
         return exc.exit_code
@@ -211,11 +217,11 @@ def run(prediction: Path, reference: Path, options: dict[str, Any], *, device: s
 
 
 def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str, Any],
-                            device: str, quiet: bool, err: Any) -> Any:
+                            run_options: dict[str, Any], quiet: bool, err: Any) -> Any:
     from segeval.api import evaluate
 
     if quiet or not err.is_terminal:
-        return evaluate(prediction, reference, device=device, **options)
+        return evaluate(prediction, reference, **run_options, **options)
     from rich.progress import Progress
 
     with Progress(console=err, transient=True) as bar:
@@ -224,7 +230,7 @@ def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str
         def advance(done: int, total: int, case: str) -> None:
             bar.update(task, completed=done, total=total, description=case)
 
-        return evaluate(prediction, reference, device=device, progress=advance, **options)
+        return evaluate(prediction, reference, progress=advance, **run_options, **options)
 
 
 def exit_code(report: Any, fail_under: float | None, err: Any) -> ExitCode:

@@ -20,7 +20,7 @@ import numpy as np
 
 from segeval.counts import ChannelCounts, Confusion
 
-CHUNK = 1 << 22  # voxels per counting chunk: 4 Mi voxels keep temporaries ≲ 40 MB
+CHUNK = 1 << 18  # voxels per counting chunk: temporaries stay in cache (measured fastest)
 DENSE_BINS = 1 << 22  # largest n*n confusion counted with a dense bincount
 
 
@@ -105,8 +105,7 @@ class NumpyBackend:
     # --- counting kernels ----------------------------------------------------------------
     def confusion(self, reference: np.ndarray, prediction: np.ndarray) -> Confusion:
         """Sparse confusion of two non-negative integer label maps of equal shape."""
-        ref = np.ravel(reference)
-        pred = np.ravel(prediction)
+        ref, pred = flat_pair(reference, prediction)
         if ref.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Confusion(empty, empty, empty)
@@ -166,9 +165,23 @@ class NumpyBackend:
         return ChannelCounts(tp, fp, fn, n_valid - tp - fp - fn, soft=True)
 
 
+def flat_pair(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both arrays flattened in the same voxel order, without copies when their memory
+    layouts agree (two Fortran-ordered NIfTI volumes are read in Fortran order)."""
+    if reference.flags.f_contiguous and prediction.flags.f_contiguous:
+        return reference.ravel(order="F"), prediction.ravel(order="F")
+    return np.ravel(reference), np.ravel(prediction)
+
+
 def _dense_confusion(ref: np.ndarray, pred: np.ndarray, n: int) -> Confusion:
-    """One bincount per chunk over ``ref * n + pred`` in the smallest index type."""
-    index_dtype = np.uint16 if n * n <= 1 << 16 else np.int64
+    """One bincount per chunk over ``ref * n + pred`` in the smallest index type
+    (``np.bincount`` is several times faster on uint8 than on wider input)."""
+    if n * n <= 1 << 8:
+        index_dtype: type = np.uint8
+    elif n * n <= 1 << 16:
+        index_dtype = np.uint16
+    else:
+        index_dtype = np.int64
     bins = np.zeros(n * n, dtype=np.int64)
     for start in range(0, ref.size, CHUNK):
         index = ref[start:start + CHUNK].astype(index_dtype) * index_dtype(n)

@@ -23,7 +23,7 @@ def read(path: Path) -> Mask:
                         f"{image.GetNumberOfComponentsPerPixel()} components per voxel, not a "
                         "label mask", path, "store one label per voxel")
     array = sitk.GetArrayFromImage(image)
-    array = np.ascontiguousarray(array.transpose(tuple(reversed(range(array.ndim)))))
+    array = array.T  # a view in Fortran order: the same memory layout as nibabel's arrays
     ndim = image.GetDimension()
     spacing = tuple(float(s) for s in image.GetSpacing())
     direction = np.asarray(image.GetDirection(), dtype=float).reshape(ndim, ndim)
