@@ -87,6 +87,15 @@ def _read_gzip_fast(path: Path) -> Mask | None:
                         f"truncated: the header announces {n_bytes} data bytes, the file holds "
                         f"{max(0, len(body) - (offset - HEADER_SIZE))}", path,
                         "the file is incomplete; write it again")
+    try:
+        surplus = inflater.decompress(inflater.unconsumed_tail, 1)
+    except Exception:
+        surplus = b""
+    if surplus:
+        raise CaseError(errors.E_UNREADABLE,
+                        f"the compressed data holds more than the {n_bytes} bytes its header "
+                        "announces (refused without inflating the rest)", path,
+                        "write the file again; it may be corrupt or hostile")
     array = np.frombuffer(body, dtype=dtype, count=math.prod(shape),
                           offset=offset - HEADER_SIZE).reshape(shape, order="F")
     zooms = tuple(float(z) for z in header.get_zooms()[: array.ndim])

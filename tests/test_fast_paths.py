@@ -1,0 +1,106 @@
+"""The fast paths give exactly what the simple paths give.
+
+* the ISA-L/zlib NIfTI reader against nibabel's own loader, for every data type, layout,
+  scaled images (which must fall back to nibabel), and broken files;
+* counting in worker processes against counting in one process.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import segeval
+from segeval.errors import CaseError
+from segeval.io import load_mask
+from segeval.io.nifti import read_with_nibabel
+
+DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.float32,
+          np.float64]
+
+
+def write_nii_gz(path, array, affine=None, slope=None, inter=None):
+    image = nib.Nifti1Image(array, np.diag([0.7, 0.8, 2.5, 1.0]) if affine is None else affine,
+                            dtype=array.dtype)
+    image.header.set_data_dtype(array.dtype)
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter or 0.0)
+    nib.save(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_reader_equals_nibabel(tmp_path, dtype):
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, 7, size=(9, 8, 5)).astype(dtype)
+    path = write_nii_gz(tmp_path / "a.nii.gz", array)
+    fast, slow = load_mask(path), read_with_nibabel(path)
+    assert fast.array.dtype == slow.array.dtype == dtype
+    np.testing.assert_array_equal(fast.array, slow.array)
+    np.testing.assert_array_equal(fast.array, array)
+    assert fast.spacing == pytest.approx((0.7, 0.8, 2.5))
+    np.testing.assert_allclose(fast.affine, slow.affine)
+
+
+def test_fast_reader_keeps_fortran_layout_and_2d(tmp_path):
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    path = write_nii_gz(tmp_path / "b.nii.gz", array, affine=np.eye(4))
+    mask = load_mask(path)
+    np.testing.assert_array_equal(mask.array, array)
+    assert mask.array.flags.f_contiguous
+
+
+def test_scaled_image_falls_back_to_nibabel_scaling(tmp_path):
+    raw = np.array([[[0, 1], [2, 3]]], dtype=np.int16)
+    path = write_nii_gz(tmp_path / "s.nii.gz", raw, slope=2.0, inter=1.0)
+    mask = load_mask(path)
+    np.testing.assert_array_equal(mask.array, raw * 2.0 + 1.0)
+
+
+def test_truncated_gzip_is_a_case_error(tmp_path):
+    path = write_nii_gz(tmp_path / "t.nii.gz", np.ones((20, 20, 20), np.uint8))
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data[: len(data) // 2]))
+    with pytest.raises(CaseError) as info:
+        load_mask(path)
+    assert info.value.code == "E_UNREADABLE" and "truncated" in info.value.problem
+
+
+def test_data_beyond_the_header_size_is_refused_without_inflating_it(tmp_path):
+    path = write_nii_gz(tmp_path / "bomb.nii.gz", np.ones((4, 4, 4), np.uint8))
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data + bytes(50_000_000), compresslevel=9))
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CaseError) as info:
+        load_mask(path)
+    assert info.value.code == "E_UNREADABLE" and "more than" in info.value.problem
+
+
+def test_garbage_gz_is_unreadable_not_a_crash(tmp_path):
+    path = tmp_path / "g.nii.gz"
+    path.write_bytes(b"\x1f\x8b" + bytes(range(200)))
+    with pytest.raises(CaseError) as info:
+        load_mask(path)
+    assert info.value.code == "E_UNREADABLE"
+
+
+def test_workers_do_not_change_any_number(tmp_path):
+    rng = np.random.default_rng(7)
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    for index in range(6):
+        reference = rng.integers(0, 4, size=(12, 10, 8)).astype(np.uint8)
+        prediction = np.where(rng.random(reference.shape) < 0.8, reference,
+                              rng.integers(0, 4, size=reference.shape)).astype(np.uint8)
+        write_nii_gz(tmp_path / "gt" / f"c{index}.nii.gz", reference)
+        write_nii_gz(tmp_path / "pred" / f"c{index}.nii.gz", prediction)
+    (tmp_path / "pred" / "c3.nii.gz").write_bytes(b"broken")
+    one = segeval.evaluate(tmp_path / "pred", tmp_path / "gt", workers=1).to_dict()
+    two = segeval.evaluate(tmp_path / "pred", tmp_path / "gt", workers=2).to_dict()
+    for data in (one, two):
+        data.pop("run")
+    assert one == two
+    assert [c["status"] for c in one["cases"]] == ["ok", "ok", "ok", "error", "ok", "ok"]
