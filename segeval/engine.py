@@ -72,7 +72,7 @@ class NumpyBackend:
     def to_labels(self, a: np.ndarray) -> np.ndarray:
         """Bool/float label arrays → an integer array (values already checked)."""
         if a.dtype == np.bool_:
-            return a.view(np.uint8)
+            return a.astype(np.uint8)  # not .view: a bool's byte may be 255 (Pillow mode "1")
         if np.issubdtype(a.dtype, np.integer):
             return a
         return a.astype(np.int64)
@@ -85,6 +85,10 @@ class NumpyBackend:
         a = a.astype(np.float64, copy=False)
         shifted = np.exp(a - a.max(axis=0, keepdims=True))
         return shifted / shifted.sum(axis=0, keepdims=True)
+
+    def above(self, a: np.ndarray, threshold: float) -> np.ndarray:
+        """``a > threshold`` decided exactly, whatever the float width of ``a``."""
+        return exactly_above(a, threshold, a.dtype.type(threshold))
 
     def moveaxis0(self, a: np.ndarray, axis: int) -> np.ndarray:
         return np.moveaxis(a, axis, 0)
@@ -163,6 +167,17 @@ class NumpyBackend:
             sums += ((p * g).sum(axis=1), p.sum(axis=1), g.sum(axis=1))
         tp, fp, fn = sums[0], sums[1] - sums[0], sums[2] - sums[0]
         return ChannelCounts(tp, fp, fn, n_valid - tp - fp - fn, soft=True)
+
+
+def exactly_above(a: Any, threshold: float, rounded: Any) -> Any:
+    """``a > threshold`` for values of a narrower float type, without widening ``a``.
+
+    Comparing float32 data with a Python float would round the threshold to float32 first
+    (NumPy 2, torch), so float32(0.3) = 0.300000012 would not count as above 0.3 although
+    it is.  With ``rounded`` the threshold in ``a``'s type: if rounding went up, ``a > t``
+    is ``a >= rounded``; otherwise ``a > rounded``.  Exact, and no float64 copy of ``a``.
+    """
+    return a >= rounded if float(rounded) > threshold else a > rounded
 
 
 def flat_pair(reference: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

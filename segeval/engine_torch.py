@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from segeval.counts import ChannelCounts, Confusion
-from segeval.engine import CHUNK, DENSE_BINS, _sparse_confusion
+from segeval.engine import CHUNK, DENSE_BINS, _sparse_confusion, exactly_above
 from segeval.errors import UsageError
 
 GPU_CHUNK = CHUNK * 16  # GPUs have memory to spare; 64 Mi voxels per bincount
@@ -45,6 +45,8 @@ class TorchBackend:
         if isinstance(value, torch.Tensor):
             return value.detach().to(self.device)
         array = np.asarray(value)
+        if not array.dtype.isnative:  # big-endian NIfTI data; torch only takes native order
+            array = array.astype(array.dtype.newbyteorder("="))
         if array.dtype == np.uint16 or array.dtype == np.uint32:
             array = array.astype(np.int64)  # no unsigned 16/32-bit ops in torch
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -93,6 +95,10 @@ class TorchBackend:
 
     def softmax0(self, a: torch.Tensor) -> torch.Tensor:
         return torch.softmax(a.to(torch.float64), dim=0)
+
+    def above(self, a: torch.Tensor, threshold: float) -> torch.Tensor:
+        """``a > threshold`` decided exactly, whatever the float width of ``a``."""
+        return exactly_above(a, threshold, torch.tensor(threshold, dtype=a.dtype).item())
 
     def moveaxis0(self, a: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.movedim(a, axis, 0)

@@ -60,7 +60,8 @@ def count_case(
             probability = backend.stack_complement(pred)
             return backend.soft_counts(backend.one_hot0(ref_labels, 2), probability,
                                        _valid(ref_labels, config))
-        return backend.confusion(ref_labels, backend.to_labels(pred > config.threshold))
+        return backend.confusion(ref_labels,
+                                 backend.to_labels(backend.above(pred, config.threshold)))
     return backend.confusion(ref_labels, label_map(backend, pred, prediction_name))
 
 
@@ -128,7 +129,8 @@ def _count_channels(
     if config.soft:
         return backend.soft_counts(ref_channels, pred, valid)
     if config.multilabel:
-        binary = pred > config.threshold if backend.is_float(pred) else _binary_channels(
+        binary = backend.above(pred, config.threshold) if backend.is_float(pred) else \
+            _binary_channels(
             backend, pred, prediction_name)
         return backend.channel_counts(ref_channels, binary, valid)
     assert ref_labels is not None

@@ -104,3 +104,23 @@ def test_workers_do_not_change_any_number(tmp_path):
         data.pop("run")
     assert one == two
     assert [c["status"] for c in one["cases"]] == ["ok", "ok", "ok", "error", "ok", "ok"]
+
+
+def test_small_trailing_padding_is_tolerated(tmp_path):
+    array = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
+    path = write_nii_gz(tmp_path / "pad.nii.gz", array)
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data + bytes(100)))
+    np.testing.assert_array_equal(load_mask(path).array, array)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("threshold", [0.1, 0.3, 0.5, 0.7])
+def test_threshold_is_exact_for_every_float_width(dtype, threshold):
+    # values just around the threshold in this dtype: the decision must be p > t exactly
+    centre = dtype(threshold)
+    values = np.array([np.nextafter(centre, dtype(0)), centre, np.nextafter(centre, dtype(1))],
+                      dtype=dtype)
+    report = segeval.evaluate(values, np.ones(3, np.uint8), threshold=threshold).to_dict()
+    expected_tp = sum(float(v) > threshold for v in values)
+    assert report["cases"][0]["metrics"]["1"]["tp"] == expected_tp

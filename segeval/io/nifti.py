@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the platform's wheels
 HEADER_SIZE = 348
 GZIP_WBITS = 31  # gzip container
 FAST_KINDS = "biuf"  # bool, signed, unsigned, float
+TRAILING_LIMIT = 1 << 16  # bytes tolerated after the data (harmless padding); more is refused
 
 
 def read(path: Path) -> Mask:
@@ -82,16 +83,18 @@ def _read_gzip_fast(path: Path) -> Mask | None:
         body = inflater.decompress(inflater.unconsumed_tail, wanted)
     except Exception:
         return None
+    if len(body) < wanted and inflater.eof and inflater.unused_data:
+        return None  # several gzip members (pgzip, bgzip): nibabel reads them as one stream
     if len(body) < wanted:
         raise CaseError(errors.E_UNREADABLE,
                         f"truncated: the header announces {n_bytes} data bytes, the file holds "
                         f"{max(0, len(body) - (offset - HEADER_SIZE))}", path,
                         "the file is incomplete; write it again")
     try:
-        surplus = inflater.decompress(inflater.unconsumed_tail, 1)
+        surplus = inflater.decompress(inflater.unconsumed_tail, TRAILING_LIMIT + 1)
     except Exception:
         surplus = b""
-    if surplus:
+    if len(surplus) > TRAILING_LIMIT:
         raise CaseError(errors.E_UNREADABLE,
                         f"the compressed data holds more than the {n_bytes} bytes its header "
                         "announces (refused without inflating the rest)", path,

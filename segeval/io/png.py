@@ -33,5 +33,5 @@ def read(path: Path) -> Mask:
                     "is the label, e.g. Image.fromarray(labels.astype('uint8'))")
             array = np.array(image)
     if array.dtype == np.bool_:
-        array = array.view(np.uint8)
+        array = array.astype(np.uint8)  # Pillow's mode "1" bools hold 255 in their bytes
     return Mask(array=array, spacing=(1.0,) * array.ndim, path=str(path))
