@@ -5,15 +5,40 @@
 >>> report.to_dict()["summary"]["macro"]["dice"]
 
 Importing segeval never imports torch; only a GPU device, torch tensors or
-:mod:`segeval.losses` do.
+:mod:`segeval.losses` do.  The public names are loaded on first use, so that
+``segeval --help`` does not pay for NumPy either.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from segeval.api import evaluate  # noqa: E402
-from segeval.config import EvalConfig  # noqa: E402
-from segeval.errors import CaseError, ExitCode, SegevalError, UsageError  # noqa: E402
-from segeval.report import Report  # noqa: E402
+_PUBLIC = {
+    "evaluate": "segeval.api",
+    "EvalConfig": "segeval.config",
+    "Report": "segeval.report",
+    "CaseError": "segeval.errors",
+    "ExitCode": "segeval.errors",
+    "SegevalError": "segeval.errors",
+    "UsageError": "segeval.errors",
+}
+
+if TYPE_CHECKING:
+    from segeval.api import evaluate
+    from segeval.config import EvalConfig
+    from segeval.errors import CaseError, ExitCode, SegevalError, UsageError
+    from segeval.report import Report
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'segeval' has no attribute {name!r}")
+
 
 __all__ = [
     "CaseError", "EvalConfig", "ExitCode", "Report", "SegevalError", "UsageError", "evaluate",
