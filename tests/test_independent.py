@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 N_CLASSES = 5
 
 
-def one_hot(labels: np.ndarray) -> "torch.Tensor":
+def one_hot(labels: np.ndarray) -> torch.Tensor:
     tensor = torch.from_numpy(labels.astype(np.int64))
     return torch.nn.functional.one_hot(tensor, N_CLASSES).movedim(-1, 1).float()
 
