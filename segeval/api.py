@@ -28,6 +28,7 @@ def evaluate(
     *,
     device: str = "auto",
     workers: int | None = None,
+    case_timeout: float | None = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> Report:
@@ -45,6 +46,9 @@ def evaluate(
     workers:
         Processes (CPU) or loader threads (GPU) working on cases in parallel; default: the
         usable cores, at most 8.  Results do not depend on it.
+    case_timeout:
+        Seconds one case may take (files on the CPU); a case past it is stopped and recorded
+        as ``E_TIMEOUT``.  A case whose worker process dies is ``E_WORKER_CRASHED``.
     progress:
         Called as ``progress(done, total, case_id)`` after each case.
     **options:
@@ -61,14 +65,18 @@ def evaluate(
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
         raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
+    if case_timeout is not None and not case_timeout > 0:
+        raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
-                        progress)
+                        progress, case_timeout)
     classes = resolve_classes(results, config)
     reject_unexpected_labels(results, config)
     table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
                              soft=config.soft)
     run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
-           "workers": n_workers, "tool_version": __version__,
+           "workers": n_workers, "case_timeout": case_timeout,
+           "interrupted": any(r.error_code == errors.E_INTERRUPTED for r in results),
+           "tool_version": __version__,
            "seconds": round(time.perf_counter() - started, 3),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return Report(config, classes, results, table, reduce_counts(table, config), run,

@@ -32,6 +32,7 @@ class CaseSource:
     reference_name: str
     prediction_name: str | None
     problem: tuple[str, str] | None = None  # (error_code, message) found while pairing
+    in_folder: bool = False  # files found in an evaluated folder: symlinks may not leave it
 
 
 @dataclass
@@ -105,7 +106,7 @@ def pair_paths(prediction: Path, reference: Path) -> Pairing:
                            f"in {paths[0].parent}")
         cases.append(CaseSource(
             key, ref_paths[0], pred_paths[0] if pred_paths else None, str(ref_paths[0]),
-            str(pred_paths[0]) if pred_paths else None, problem))
+            str(pred_paths[0]) if pred_paths else None, problem, in_folder=True))
     unmatched = sorted(str(p) for key, paths in predictions.items() if key not in references
                        for p in paths)
     return Pairing(cases, unmatched, sorted(ignored_ref + ignored_pred), from_files=True)
@@ -119,8 +120,8 @@ def _index_folder(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
     index: dict[str, list[Path]] = {}
     ignored = []
     for entry in entries:
-        if entry.name.startswith(".") or not entry.is_file():
-            continue
+        if entry.name.startswith(".") or entry.is_dir():
+            continue  # FIFOs, devices and dangling links go on to pre-flight, which names them
         if format_suffix(entry.name) is None:
             ignored.append(str(entry))
             continue

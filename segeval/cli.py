@@ -7,6 +7,7 @@ Exit codes (the only place they are decided):
   2  usage or configuration error (bad option, unreadable folder); nothing evaluated
   3  one or more cases had invalid input; the report still holds every case
   4  internal error (a bug: please report it)
+130  interrupted (Ctrl-C); the report holds the cases finished so far
 
 Data goes to stdout, messages and progress to stderr.  Heavy modules (NumPy, nibabel,
 SimpleITK) are imported inside the command, so ``segeval --help`` stays fast; torch is never
@@ -23,13 +24,13 @@ from typing import Annotated, Any
 
 import typer
 
-from segeval.config import EMPTY_RULES, HEADLINES, LOGITS, METRICS, MISSING_RULES
+from segeval.config import EMPTY_RULES, GEOMETRY_RULES, HEADLINES, LOGITS, METRICS, MISSING_RULES
 from segeval.errors import ExitCode, SegevalError, UsageError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 a --fail-under bar not met; 2 usage or configuration error; "
     "3 one or more cases had invalid input (the report still holds every case); "
-    "4 internal error."
+    "4 internal error; 130 interrupted."
 )
 
 app = typer.Typer(
@@ -106,6 +107,20 @@ def _make_command(headline_metric: str | None) -> Any:
         device: Annotated[str, typer.Option(
             help="auto|cpu|cuda|cuda:N|mps (auto: where the data is; CPU for files).")]
         = "auto",
+        geometry: Annotated[str, typer.Option(
+            help=f"{_choice(GEOMETRY_RULES)}: strict = shape, spacing, orientation and "
+            "origin must agree; shape = voxel grids only.")] = "strict",
+        geometry_tol: Annotated[float, typer.Option(
+            help="Tolerance: relative for spacing, absolute for direction cosines, in voxels "
+            "for the origin.")] = 1e-3,
+        max_voxels: Annotated[int, typer.Option(
+            help="Refuse files announcing more voxels than this (before reading them).")]
+        = 2**31,
+        case_timeout: Annotated[float | None, typer.Option(
+            help="Seconds one case may take; past it the case is E_TIMEOUT.")] = None,
+        on_error: Annotated[str, typer.Option(
+            help="fail|continue: with invalid cases, exit 3 (fail) or 0 (continue); the "
+            "report holds every case either way.")] = "fail",
         workers: Annotated[int | None, typer.Option(
             help="Parallel workers (default: usable cores, at most 8); results do not "
             "depend on it.")] = None,
@@ -137,8 +152,16 @@ def _make_command(headline_metric: str | None) -> Any:
             "headline": headline,
             "label_names": names,
             "regions": regions,
+            "geometry": geometry,
+            "geometry_tol": geometry_tol,
+            "max_voxels": max_voxels,
         }
-        code = run(prediction, reference, options, {"device": device, "workers": workers},
+        if on_error not in ("fail", "continue"):
+            _stderr().print(f"segeval: error: --on-error {on_error!r} is not one of fail, "
+                            "continue", markup=False)
+            raise typer.Exit(int(ExitCode.USAGE))
+        run_options = {"device": device, "workers": workers, "case_timeout": case_timeout}
+        code = run(prediction, reference, options, run_options, on_error=on_error,
                    json_path=json_path,
                    csv_path=csv_path, per_class=per_class, per_case=per_case,
                    fail_under=fail_under, quiet=quiet, debug=debug,
@@ -160,8 +183,8 @@ for _name, _metric, _help in (
 
 
 def run(prediction: Path, reference: Path, options: dict[str, Any],
-        run_options: dict[str, Any], *, json_path: str | None, csv_path: str | None,
-        per_class: bool, per_case: bool,
+        run_options: dict[str, Any], *, on_error: str = "fail", json_path: str | None,
+        csv_path: str | None, per_class: bool, per_case: bool,
         fail_under: float | None, quiet: bool, debug: bool, all_metrics: bool) -> ExitCode:
     """Evaluate, write outputs, print, and return the exit code."""
     from rich.console import Console
@@ -173,9 +196,10 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
     except SegevalError as exc:
         err.print(f"segeval: error: {exc.message}", markup=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        err.print("segeval: interrupted; nothing written", markup=False)
-        return ExitCode.INTERNAL
+    except KeyboardInterrupt:  # before any case finished (pairing, start-up)
+        err.print("segeval: interrupted before any case was evaluated; nothing written",
+                  markup=False)
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence, see --debug
         if debug:
             raise
@@ -213,7 +237,13 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         console = err if stdout_taken else Console(highlight=False)
         metrics = METRICS if all_metrics else (report.config.headline_metric,)
         render(report, console, metrics, per_class, per_case)
-    return exit_code(report, fail_under, err)
+    if report.run.get("interrupted"):
+        done = sum(case.error_code != "E_INTERRUPTED" for case in report.cases)
+        err.print(f"segeval: interrupted after {done} of {len(report.cases)} cases"
+                  + ("; the report holds the finished ones" if json_path or csv_path else ""),
+                  markup=False)
+        return ExitCode.INTERRUPTED
+    return exit_code(report, fail_under, err, on_error)
 
 
 def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str, Any],
@@ -233,11 +263,12 @@ def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str
         return evaluate(prediction, reference, progress=advance, **run_options, **options)
 
 
-def exit_code(report: Any, fail_under: float | None, err: Any) -> ExitCode:
+def exit_code(report: Any, fail_under: float | None, err: Any,
+              on_error: str = "fail") -> ExitCode:
     """Internal errors beat invalid input, which beats a missed bar."""
     if report.internal_errors:
         return ExitCode.INTERNAL
-    if report.invalid_cases:
+    if report.invalid_cases and on_error == "fail":
         err.print(f"segeval: {len(report.invalid_cases)} case(s) had invalid input "
                   "(exit 3); see the messages above and the report's cases", markup=False)
         return ExitCode.INVALID_INPUT

@@ -18,6 +18,7 @@ EmptyRule = Literal["nan", "one", "zero"]
 MissingRule = Literal["error", "empty", "skip"]
 Logits = Literal["none", "sigmoid", "softmax"]
 Headline = Literal["macro", "micro", "macro_imagewise"]
+GeometryRule = Literal["strict", "shape", "off"]
 MetricName = Literal["dice", "iou", "fbeta", "precision", "recall", "specificity"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
@@ -25,6 +26,7 @@ HEADLINES: tuple[str, ...] = get_args(Headline)
 EMPTY_RULES: tuple[str, ...] = get_args(EmptyRule)
 MISSING_RULES: tuple[str, ...] = get_args(MissingRule)
 LOGITS: tuple[str, ...] = get_args(Logits)
+GEOMETRY_RULES: tuple[str, ...] = get_args(GeometryRule)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class EvalConfig:
         (classes may overlap) instead of one class per voxel (argmax).
     headline_metric / headline: the score shown last and compared with ``--fail-under``:
         ``summary[headline][headline_metric]`` in the report.
+    geometry: ``strict`` (shape, spacing, orientation and origin must agree within
+        ``geometry_tol``), ``shape`` (voxel grids only) or ``off``; see segeval.geometry.
+    max_voxels: a file announcing more voxels than this is refused before it is read.
     """
 
     labels: tuple[int, ...] | None = None
@@ -73,6 +78,9 @@ class EvalConfig:
     headline_metric: MetricName = "dice"
     headline: Headline = "macro"
     std_ddof: int = field(default=0)
+    geometry: GeometryRule = "strict"
+    geometry_tol: float = 1e-3
+    max_voxels: int = 2**31
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:
@@ -109,6 +117,7 @@ class EvalConfig:
         for name, allowed in (
             ("empty", EMPTY_RULES), ("missing", MISSING_RULES), ("logits", LOGITS),
             ("headline", HEADLINES), ("headline_metric", METRICS),
+            ("geometry", GEOMETRY_RULES),
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -118,6 +127,10 @@ class EvalConfig:
             raise bad("beta", f"{self.beta} must be a positive number")
         if not (math.isfinite(self.smooth) and self.smooth >= 0):
             raise bad("smooth", f"{self.smooth} must be >= 0")
+        if not (math.isfinite(self.geometry_tol) and self.geometry_tol >= 0):
+            raise bad("geometry_tol", f"{self.geometry_tol} must be >= 0")
+        if self.max_voxels < 1:
+            raise bad("max_voxels", f"{self.max_voxels} must be positive")
         if self.labels is not None and len(self.labels) == 0:
             raise bad("labels", "the list is empty")
         if self.labels is not None and any(x < 0 for x in self.labels):

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad option, unreadable folder, nothing to evaluate
     INVALID_INPUT = 3  # one or more cases could not be evaluated; the report holds every case
     INTERNAL = 4  # a bug in segeval: please report it
+    INTERRUPTED = 130  # Ctrl-C; the report holds the finished cases
 
 
 class SegevalError(Exception):
@@ -71,6 +72,17 @@ E_NEGATIVE_LABEL = "E_NEGATIVE_LABEL"
 E_UNEXPECTED_LABEL = "E_UNEXPECTED_LABEL"
 E_NOT_ONE_HOT = "E_NOT_ONE_HOT"
 E_CHANNELS = "E_CHANNELS"
+E_NOT_A_FILE = "E_NOT_A_FILE"
+E_EMPTY_FILE = "E_EMPTY_FILE"
+E_UNSAFE_PATH = "E_UNSAFE_PATH"
+E_FORMAT_MISMATCH = "E_FORMAT_MISMATCH"
+E_TOO_LARGE = "E_TOO_LARGE"
+E_BAD_SPACING = "E_BAD_SPACING"
+E_GEOMETRY_MISMATCH = "E_GEOMETRY_MISMATCH"
+E_TIMEOUT = "E_TIMEOUT"
+E_WORKER_CRASHED = "E_WORKER_CRASHED"
+E_INTERRUPTED = "E_INTERRUPTED"
+E_INTERNAL = "E_INTERNAL"
 
 ERROR_CODES: dict[str, str] = {
     E_MISSING_PREDICTION: "a reference has no prediction (with --missing error)",
@@ -87,4 +99,16 @@ ERROR_CODES: dict[str, str] = {
     E_UNEXPECTED_LABEL: "a label outside --labels was found",
     E_NOT_ONE_HOT: "a channel-axis reference is not one-hot (use --multilabel)",
     E_CHANNELS: "prediction and reference channel layouts do not match",
+    E_NOT_A_FILE: "a FIFO, device or folder where a mask file was expected",
+    E_EMPTY_FILE: "the file is empty (0 bytes)",
+    E_UNSAFE_PATH: "a symlink leaving the evaluated folder, or a detached header pointing "
+    "outside its own folder",
+    E_FORMAT_MISMATCH: "the file's bytes are not the format its name says",
+    E_TOO_LARGE: "more voxels than --max-voxels, or refused by Pillow's bomb guard",
+    E_BAD_SPACING: "voxel spacing not finite and positive",
+    E_GEOMETRY_MISMATCH: "spacing, origin or orientation differ beyond --geometry-tol",
+    E_TIMEOUT: "the case took longer than --case-timeout",
+    E_WORKER_CRASHED: "the process evaluating the case died (e.g. a decoder crash)",
+    E_INTERRUPTED: "not evaluated: the run was interrupted",
+    E_INTERNAL: "a bug in segeval while evaluating this case (exit 4)",
 }

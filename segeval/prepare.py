@@ -29,6 +29,7 @@ from segeval import errors
 from segeval.config import EvalConfig
 from segeval.counts import CaseCounts
 from segeval.errors import CaseError
+from segeval.geometry import check_same_shape
 
 
 def count_case(
@@ -155,22 +156,6 @@ def label_map(backend: Any, a: Any, name: str) -> Any:
         raise CaseError(errors.E_NEGATIVE_LABEL, f"label map holds negative label {low:g}",
                         name, "labels must be >= 0")
     return backend.to_labels(a)
-
-
-def check_same_shape(
-    prediction_shape: tuple[int, ...], reference_shape: tuple[int, ...],
-    prediction_name: str, reference_name: str,
-) -> None:
-    if tuple(prediction_shape) == tuple(reference_shape):
-        return
-    hint = "prediction and reference must have the same grid"
-    if sorted(prediction_shape) == sorted(reference_shape):
-        hint = "the axes look permuted: check the axis order the files were written in"
-    raise CaseError(
-        errors.E_SHAPE_MISMATCH,
-        f"shape {tuple(prediction_shape)} does not match the reference's "
-        f"{tuple(reference_shape)} ({reference_name})",
-        prediction_name, hint)
 
 
 def _channels_first(backend: Any, a: Any, axis: int, name: str) -> Any:

@@ -12,23 +12,23 @@ At most ``2 × workers`` cases are in flight, which bounds memory.
 from __future__ import annotations
 
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
-
-import numpy as np
 
 from segeval import errors
 from segeval.cases import CaseSource
 from segeval.config import EvalConfig
 from segeval.engine import NumpyBackend, get_backend
 from segeval.errors import CaseError
-from segeval.io import load_mask
+from segeval.geometry import check_geometry, check_same_shape
+from segeval.io import Header, Limits, open_header, read_mask
 from segeval.prepare import count_case
 from segeval.report import CaseResult
+from segeval.supervise import Failure, SupervisedPool
 
 Progress = Callable[[int, int, str], None]
 T = TypeVar("T")
@@ -53,14 +53,24 @@ class LoadedCase:
 
 
 def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_files: bool,
-              workers: int, progress: Progress | None = None) -> list[CaseResult]:
-    """Evaluate every case; the list is in the order of ``cases``."""
+              workers: int, progress: Progress | None = None,
+              case_timeout: float | None = None) -> list[CaseResult]:
+    """Evaluate every case; the list is in the order of ``cases``.
+
+    On the CPU, cases run in supervised worker processes when there are enough of them, or
+    whenever ``case_timeout`` is set: a case that runs too long or kills its process is
+    recorded (``E_TIMEOUT``, ``E_WORKER_CRASHED``) and the run goes on.  Ctrl-C stops the
+    run; finished cases are kept and the rest are recorded as ``E_INTERRUPTED``.
+    """
     pooled = from_files and workers > 1 and len(cases) >= MIN_CASES_FOR_POOL
     if device == "cpu":
-        if pooled:
-            with ProcessPoolExecutor(workers, mp_context=_process_context()) as pool:
-                job = _CaseJob(config, from_files)
-                return _collect(_bounded_map(pool, job, cases, 2 * workers), cases, progress)
+        if from_files and (pooled or case_timeout is not None):
+            job = _CaseJob(config, from_files)
+            with SupervisedPool(job, min(workers, len(cases)), case_timeout) as pool:
+                outcomes = pool.map(cases)
+                named = (_from_failure(case, outcome)
+                         for case, outcome in zip(cases, outcomes, strict=True))
+                return _collect(named, cases, progress)
         backend = NumpyBackend()
         return _collect((evaluate_case(c, config, backend, from_files) for c in cases),
                         cases, progress)
@@ -76,6 +86,21 @@ def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_fil
     return _collect((count_loaded(load(c), config, backend) for c in cases), cases, progress)
 
 
+def _from_failure(case: CaseSource, outcome: CaseResult | Failure) -> CaseResult:
+    if not isinstance(outcome, Failure):
+        return outcome
+    result = CaseResult(case.id, case.prediction_name, case.reference_name, status="error")
+    files = f"{case.prediction_name} / {case.reference_name}"
+    if outcome.kind == "timeout":
+        result.error_code = errors.E_TIMEOUT
+        result.message = f"{files}: {outcome.detail} (--case-timeout); the worker was stopped"
+    else:
+        result.error_code = errors.E_WORKER_CRASHED
+        result.message = (f"{files}: the process evaluating this case died ({outcome.detail}), "
+                          "probably in a decoder; the file is likely corrupt or hostile")
+    return result
+
+
 def evaluate_case(source: CaseSource, config: EvalConfig, backend: Any,
                   from_files: bool) -> CaseResult:
     """Load, interpret and count one case; every failure becomes the case's status."""
@@ -83,6 +108,7 @@ def evaluate_case(source: CaseSource, config: EvalConfig, backend: Any,
 
 
 def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> LoadedCase:
+    """Pre-flight both files (headers, shapes, geometry), then decode them."""
     result = CaseResult(source.id, source.prediction_name, source.reference_name)
     loaded = LoadedCase(result)
 
@@ -95,14 +121,32 @@ def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> Loade
                 return
             result.status = "missing"
             result.message = "no prediction: scored as an empty prediction (--missing empty)"
-        loaded.reference = _load(source.reference, source.reference_name, config, from_files,
-                                 result)
+        if not from_files:
+            loaded.reference, loaded.prediction = source.reference, source.prediction
+            return
+        reference = _open(source.reference, source.in_folder, config, channels=False)
+        result.shape, result.spacing = reference.shape, reference.spacing
         if source.prediction is not None:
-            loaded.prediction = _load(source.prediction, source.prediction_name or "", config,
-                                      from_files, result)
+            prediction = _open(source.prediction, source.in_folder, config,
+                               channels=config.channel_axis is not None)
+            if config.channel_axis is None and config.geometry != "off":
+                check_geometry(prediction, reference, config.geometry, config.geometry_tol,
+                               str(source.prediction), str(source.reference))
+            elif config.channel_axis is None:
+                check_same_shape(prediction.shape, reference.shape, str(source.prediction),
+                                 str(source.reference))
+            loaded.prediction = read_mask(source.prediction).array
+        loaded.reference = read_mask(source.reference).array
 
     _guarded(result, load, source.reference_name)
     return loaded
+
+
+def _open(path: Any, in_folder: bool, config: EvalConfig, channels: bool) -> Header:
+    path = Path(path)
+    ndims = (2, 3, 4) if channels else (2, 3)
+    limits = Limits(max_voxels=config.max_voxels, ndims=ndims)
+    return open_header(path, path.parent if in_folder else None, limits)
 
 
 def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Any) -> CaseResult:
@@ -144,27 +188,6 @@ def _mark_missing(result: CaseResult, config: EvalConfig, source: CaseSource) ->
         result.message = f"no prediction for case {source.id!r}: skipped (--missing skip)"
 
 
-def _load(value: Any, name: str, config: EvalConfig, from_files: bool,
-          result: CaseResult) -> Any:
-    if not from_files:
-        return value  # arrays and tensors go to the backend as they are
-    mask = load_mask(value)
-    allowed = (2, 3) if config.channel_axis is None else (2, 3, 4)
-    if mask.array.ndim not in allowed:
-        raise CaseError(errors.E_BAD_DIMENSIONS,
-                        f"{mask.array.ndim}-D array of shape {mask.array.shape}", name,
-                        "segeval evaluates 2-D images and 3-D volumes"
-                        + ("" if config.channel_axis is not None else
-                           " (channel layouts need --channel-axis)"))
-    if result.shape is None:
-        result.shape, result.spacing = tuple(mask.array.shape), mask.spacing
-    elif result.spacing is not None and len(mask.spacing) == len(result.spacing) and not \
-            np.allclose(mask.spacing, result.spacing, rtol=1e-3, atol=1e-6):
-        result.warnings.append(f"spacing differs: reference {tuple(result.spacing)}, "
-                               f"prediction {tuple(mask.spacing)}")
-    return mask.array
-
-
 class _CaseJob:
     """A picklable ``case → CaseResult`` for worker processes (CPU counting)."""
 
@@ -195,16 +218,17 @@ def _bounded_map(executor: Executor, function: Callable[[T], R], items: Iterable
 
 def _collect(results: Iterable[CaseResult], cases: list[CaseSource],
              progress: Progress | None) -> list[CaseResult]:
-    collected = []
-    for done, result in enumerate(results, start=1):
-        collected.append(result)
-        if progress is not None:
-            progress(done, len(cases), result.id)
+    """Gather results in order; on Ctrl-C keep them and mark the rest as interrupted."""
+    collected: list[CaseResult] = []
+    try:
+        for done, result in enumerate(results, start=1):
+            collected.append(result)
+            if progress is not None:
+                progress(done, len(cases), result.id)
+    except KeyboardInterrupt:
+        for case in cases[len(collected):]:
+            collected.append(CaseResult(
+                case.id, case.prediction_name, case.reference_name, status="error",
+                error_code=errors.E_INTERRUPTED,
+                message="not evaluated: the run was interrupted (Ctrl-C)"))
     return collected
-
-
-def _process_context() -> Any:
-    import multiprocessing
-
-    # fork shares the already-imported modules (fast start); elsewhere spawn is the safe one
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")

@@ -330,12 +330,14 @@ def test_png_unreadable_is_a_case_error(tmp_path: Path, damage: str) -> None:
     broken = data[: len(data) // 2] if damage == "truncated" else b"\x89PNG not really" * 8
     (tmp_path / "bad.png").write_bytes(broken)
     reference = write_png(tmp_path / "ref.png", Image.fromarray(labels))
+    # garbage lacks the full PNG signature, so pre-flight names it before decoding
+    expected = errors.E_UNREADABLE if damage == "truncated" else errors.E_FORMAT_MISMATCH
     with pytest.raises(CaseError) as raised:
         load_mask(tmp_path / "bad.png")
-    assert raised.value.code == errors.E_UNREADABLE
+    assert raised.value.code == expected
     report = segeval.evaluate(str(tmp_path / "bad.png"), str(reference)).to_dict()
     (case,) = report["cases"]
-    assert_clean_error(case, errors.E_UNREADABLE)
+    assert_clean_error(case, expected)
     assert "bad.png" in case["message"]
 
 

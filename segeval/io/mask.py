@@ -1,10 +1,40 @@
-"""The in-memory mask with its geometry."""
+"""The in-memory mask with its geometry, and the header read before any voxel."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+
+def squeezed_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Drop trailing singleton axes beyond the third: (X, Y, Z, 1) → (X, Y, Z)."""
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file says about its array, read without decoding the voxels.
+
+    ``shape`` is in index order and already squeezed; ``components`` > 1 means vector
+    pixels (RGB, displacement fields); ``affine`` (4×4, RAS) is None for formats without
+    geometry (PNG, .npy).
+    """
+
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    affine: np.ndarray | None = None
+    components: int = 1
+    dtype: str = ""
+
+    @property
+    def voxels(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= size
+        return count
 
 
 @dataclass(frozen=True)
@@ -23,9 +53,8 @@ class Mask:
 
     def squeezed(self) -> Mask:
         """Drop trailing singleton axes beyond the third: (X, Y, Z, 1) → (X, Y, Z)."""
-        array = self.array
-        while array.ndim > 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if array is self.array:
+        shape = squeezed_shape(tuple(self.array.shape))
+        if shape == self.array.shape:
             return self
-        return replace(self, array=array, spacing=self.spacing[: array.ndim])
+        return replace(self, array=self.array.reshape(shape, order="A"),
+                       spacing=self.spacing[: len(shape)])

@@ -23,7 +23,7 @@ import numpy as np
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Mask
+from segeval.io.mask import Header, Mask, squeezed_shape
 
 try:  # ISA-L inflates about 3x faster than zlib; optional
     from isal import isal_zlib as _inflate_module
@@ -34,6 +34,18 @@ HEADER_SIZE = 348
 GZIP_WBITS = 31  # gzip container
 FAST_KINDS = "biuf"  # bool, signed, unsigned, float
 TRAILING_LIMIT = 1 << 16  # bytes tolerated after the data (harmless padding); more is refused
+
+
+def probe(path: Path) -> Header:
+    """The header alone: nibabel reads it and leaves the data behind a proxy."""
+    image: Any = nib.load(str(path))
+    header = image.header
+    dtype = header.get_data_dtype()
+    shape = squeezed_shape(tuple(int(s) for s in header.get_data_shape()))
+    zooms = tuple(float(z) for z in header.get_zooms()[: len(shape)])
+    components = len(dtype.names) if dtype.names else 1  # RGB(A) NIfTI data types
+    return Header(shape=shape, spacing=zooms, affine=np.asarray(image.affine, dtype=float),
+                  components=components, dtype=dtype.str)
 
 
 def read(path: Path) -> Mask:
