@@ -24,7 +24,15 @@ from typing import Annotated, Any
 
 import typer
 
-from segeval.config import EMPTY_RULES, GEOMETRY_RULES, HEADLINES, LOGITS, METRICS, MISSING_RULES
+from segeval.config import (
+    EMPTY_RULES,
+    GEOMETRY_RULES,
+    HEADLINES,
+    INVALID_RULES,
+    LOGITS,
+    METRICS,
+    MISSING_RULES,
+)
 from segeval.errors import ExitCode, SegevalError, UsageError
 
 EXIT_CODES_HELP = (
@@ -118,6 +126,9 @@ def _make_command(headline_metric: str | None) -> Any:
         = 2**31,
         case_timeout: Annotated[float | None, typer.Option(
             help="Seconds one case may take; past it the case is E_TIMEOUT.")] = None,
+        invalid: Annotated[str, typer.Option(
+            help=f"{_choice(INVALID_RULES)}: a case whose prediction is invalid is excluded "
+            "from the means, or scored as an empty prediction.")] = "exclude",
         on_error: Annotated[str, typer.Option(
             help="fail|continue: with invalid cases, exit 3 (fail) or 0 (continue); the "
             "report holds every case either way.")] = "fail",
@@ -155,6 +166,7 @@ def _make_command(headline_metric: str | None) -> Any:
             "geometry": geometry,
             "geometry_tol": geometry_tol,
             "max_voxels": max_voxels,
+            "invalid": invalid,
         }
         if on_error not in ("fail", "continue"):
             _stderr().print(f"segeval: error: --on-error {on_error!r} is not one of fail, "

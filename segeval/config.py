@@ -19,6 +19,7 @@ MissingRule = Literal["error", "empty", "skip"]
 Logits = Literal["none", "sigmoid", "softmax"]
 Headline = Literal["macro", "micro", "macro_imagewise"]
 GeometryRule = Literal["strict", "shape", "off"]
+InvalidRule = Literal["exclude", "empty"]
 MetricName = Literal["dice", "iou", "fbeta", "precision", "recall", "specificity"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
@@ -27,6 +28,7 @@ EMPTY_RULES: tuple[str, ...] = get_args(EmptyRule)
 MISSING_RULES: tuple[str, ...] = get_args(MissingRule)
 LOGITS: tuple[str, ...] = get_args(Logits)
 GEOMETRY_RULES: tuple[str, ...] = get_args(GeometryRule)
+INVALID_RULES: tuple[str, ...] = get_args(InvalidRule)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,9 @@ class EvalConfig:
     geometry: ``strict`` (shape, spacing, orientation and origin must agree within
         ``geometry_tol``), ``shape`` (voxel grids only) or ``off``; see segeval.geometry.
     max_voxels: a file announcing more voxels than this is refused before it is read.
+    invalid: a case whose prediction is invalid is ``exclude``-d from every reduction, or
+        also scored as an ``empty`` prediction (the grading default: a broken file must not
+        be worth more than no file).  The case keeps its error either way.
     """
 
     labels: tuple[int, ...] | None = None
@@ -81,6 +86,7 @@ class EvalConfig:
     geometry: GeometryRule = "strict"
     geometry_tol: float = 1e-3
     max_voxels: int = 2**31
+    invalid: InvalidRule = "exclude"
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:
@@ -117,7 +123,7 @@ class EvalConfig:
         for name, allowed in (
             ("empty", EMPTY_RULES), ("missing", MISSING_RULES), ("logits", LOGITS),
             ("headline", HEADLINES), ("headline_metric", METRICS),
-            ("geometry", GEOMETRY_RULES),
+            ("geometry", GEOMETRY_RULES), ("invalid", INVALID_RULES),
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")

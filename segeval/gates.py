@@ -196,6 +196,7 @@ def all_passed(results: Iterable[BarResult]) -> bool:
 
 def bars_table(results: Sequence[BarResult]) -> Table:
     """A rich table: one row per bar with its value, threshold and pass/fail."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="Bars (--fail-under)", title_justify="left")
@@ -203,7 +204,7 @@ def bars_table(results: Sequence[BarResult]) -> Table:
                           ("bar value", "right"), ("result", "left")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for result in results:
-        table.add_row(result.bar, result.target, _fmt(result.value),
+        table.add_row(escape(result.bar), escape(result.target), _fmt(result.value),
                       _threshold(result.threshold),
                       "[green]pass[/]" if result.passed else "[bold red]FAIL[/]")
     return table

@@ -8,7 +8,8 @@ Checked from the two headers before any voxel is read (``--geometry``):
   MetaImage): spacing equal within a relative ``tol``, direction cosines within ``tol``, and
   origins within ``tol`` voxels.  A flipped or permuted orientation is therefore an error
   naming both orientations (``RAS`` versus ``LAS``), never a silent Dice near 0;
-* ``shape`` compares voxel grids only; ``off`` skips every check but the shape.
+* ``shape`` compares voxel grids only; ``off`` is accepted as a synonym of ``shape``
+  (voxels of different grids cannot be paired, so the shape check cannot be switched off).
 PNG and ``.npy`` files carry no geometry, so only their shapes are compared.
 """
 

@@ -24,7 +24,7 @@ from segeval.cases import CaseSource
 from segeval.config import EvalConfig
 from segeval.engine import NumpyBackend, get_backend
 from segeval.errors import CaseError
-from segeval.geometry import check_geometry, check_same_shape
+from segeval.geometry import check_geometry
 from segeval.io import Header, Limits, open_header, read_mask
 from segeval.prepare import count_case
 from segeval.report import CaseResult
@@ -50,6 +50,11 @@ class LoadedCase:
     result: CaseResult
     prediction: Any = None
     reference: Any = None
+    prediction_failed: bool = False  # with --invalid empty: score an empty prediction
+
+
+# Errors that are not the prediction's fault: scoring an empty prediction cannot help.
+NOT_THE_PREDICTION = {errors.E_INTERNAL, errors.E_INTERRUPTED}
 
 
 def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_files: bool,
@@ -108,7 +113,12 @@ def evaluate_case(source: CaseSource, config: EvalConfig, backend: Any,
 
 
 def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> LoadedCase:
-    """Pre-flight both files (headers, shapes, geometry), then decode them."""
+    """Pre-flight both files (headers, shapes, geometry) before decoding either.
+
+    With ``config.invalid == "empty"`` a prediction that fails pre-flight or decoding leaves
+    the case in error *and* scored as an empty prediction (grading: a broken file must not
+    be worth more than no file).
+    """
     result = CaseResult(source.id, source.prediction_name, source.reference_name)
     loaded = LoadedCase(result)
 
@@ -127,15 +137,21 @@ def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> Loade
         reference = _open(source.reference, source.in_folder, config, channels=False)
         result.shape, result.spacing = reference.shape, reference.spacing
         if source.prediction is not None:
-            prediction = _open(source.prediction, source.in_folder, config,
-                               channels=config.channel_axis is not None)
-            if config.channel_axis is None and config.geometry != "off":
-                check_geometry(prediction, reference, config.geometry, config.geometry_tol,
-                               str(source.prediction), str(source.reference))
-            elif config.channel_axis is None:
-                check_same_shape(prediction.shape, reference.shape, str(source.prediction),
-                                 str(source.reference))
-            loaded.prediction = read_mask(source.prediction).array
+            prediction_path = Path(source.prediction)
+
+            def load_prediction() -> None:
+                prediction = _open(prediction_path, source.in_folder, config,
+                                   channels=config.channel_axis is not None)
+                if config.channel_axis is None:
+                    check_geometry(prediction, reference, config.geometry, config.geometry_tol,
+                                   str(prediction_path), str(source.reference))
+                loaded.prediction = read_mask(prediction_path).array
+
+            if config.invalid == "empty":
+                loaded.prediction_failed = not _guarded(result, load_prediction,
+                                                        str(source.prediction))
+            else:
+                load_prediction()
         loaded.reference = read_mask(source.reference).array
 
     _guarded(result, load, source.reference_name)
@@ -151,22 +167,34 @@ def _open(path: Any, in_folder: bool, config: EvalConfig, channels: bool) -> Hea
 
 def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Any) -> CaseResult:
     result = loaded.result
-    if result.error_code is not None or loaded.reference is None:
-        return result  # an error while loading, or a skipped/missing case
+    if loaded.reference is None or (result.error_code is not None
+                                    and not loaded.prediction_failed):
+        return result  # an error in the reference or pairing, or a skipped/missing case
 
-    def count() -> None:
-        result.counts = count_case(loaded.prediction, loaded.reference, config, backend,
-                                   result.prediction or "prediction", result.reference)
+    def count(prediction: Any) -> Callable[[], None]:
+        def step() -> None:
+            result.counts = count_case(prediction, loaded.reference, config, backend,
+                                       result.prediction or "prediction", result.reference)
+        return step
 
-    _guarded(result, count, result.reference)
+    if not loaded.prediction_failed:
+        ok = _guarded(result, count(loaded.prediction), result.reference)
+        loaded.prediction_failed = not ok and config.invalid == "empty" \
+            and result.error_code not in NOT_THE_PREDICTION
+    if loaded.prediction_failed:
+        code, message = result.error_code, result.message
+        if _guarded(result, count(None), result.reference):  # the empty prediction
+            result.status, result.error_code = "error", code
+            result.message = f"{message}; scored as an empty prediction (--invalid empty)"
     return result
 
 
-def _guarded(result: CaseResult, step: Callable[[], None], name: str) -> None:
-    """Run one step of a case; any failure becomes the case's status, never an exception."""
+def _guarded(result: CaseResult, step: Callable[[], None], name: str) -> bool:
+    """Run one step of a case; any failure becomes the case's status, never an exception.
+    Returns whether the step succeeded."""
     try:
         step()
-        return
+        return True
     except CaseError as exc:
         result.error_code, result.message = exc.code, exc.message
     except MemoryError:
@@ -176,6 +204,7 @@ def _guarded(result: CaseResult, step: Callable[[], None], name: str) -> None:
         result.error_code = "E_INTERNAL"
         result.message = f"internal error ({type(exc).__name__}: {exc}); please report it"
     result.status, result.counts = "error", None
+    return False
 
 
 def _mark_missing(result: CaseResult, config: EvalConfig, source: CaseSource) -> None:

@@ -267,3 +267,30 @@ def test_headline_choice():
                               headline="micro", headline_metric="iou")
     assert report.headline == pytest.approx(5 / 10)
     assert math.isfinite(report.headline)
+
+
+def test_invalid_prediction_scored_as_empty_when_asked():
+    bad = np.array([[0.2, np.nan, 0.1, 0.0]] * 4)
+    report = segeval.evaluate({"a": bad, "b": PRED_B}, {"a": REF_A, "b": REF_B},
+                              invalid="empty")
+    a, b = report.to_dict()["cases"]
+    assert a["status"] == "error" and a["error_code"] == "E_NAN"
+    assert "scored as an empty prediction" in a["message"]
+    assert counts(a["metrics"]["1"]) == (0, 0, 4, 12)  # every reference voxel missed
+    assert counts(a["metrics"]["2"]) == (0, 0, 4, 12)
+    # pooled class 1: a adds FN 4 to b's TP 1 FP 1
+    assert report.to_dict()["per_class"]["1"]["pooled"]["dice"] == pytest.approx(2 / 7)
+    assert [c.id for c in report.invalid_cases] == ["a"]  # still reported as invalid
+
+
+def test_invalid_prediction_file_scored_as_empty(png_folders):
+    from tests.conftest import write_png
+
+    pred, gt = png_folders
+    write_png(pred / "a.png", np.zeros((5, 5)))  # wrong shape
+    data = segeval.evaluate(pred, gt, invalid="empty").to_dict()
+    a = data["cases"][0]
+    assert a["error_code"] == "E_SHAPE_MISMATCH" and a["scored"]
+    assert counts(a["metrics"]["1"]) == (0, 0, 4, 12)
+    data = segeval.evaluate(pred, gt).to_dict()  # default: excluded
+    assert not data["cases"][0]["scored"] and data["summary"]["n_scored"] == 1

@@ -1,0 +1,183 @@
+"""``segeval compare BASELINE.json CURRENT.json``: did the current run get worse?
+
+Registered on the main app by ``segeval.cli`` (``register(app)``).  Exit codes:
+
+  0  no compared value dropped by more than --max-drop
+  1  a regression: some value dropped by more than --max-drop (or became undefined)
+  2  the reports are not comparable (classes, number-changing config), a report cannot be
+     read, or a bad option
+  4  internal error (a bug: please report it)
+
+The table goes to stdout (stderr when ``--json -`` takes stdout); messages to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from segeval.config import HEADLINES, METRICS
+from segeval.errors import ExitCode, SegevalError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from segeval.compare import Comparison
+
+COMPARE_EXIT_CODES = (
+    "Exit codes: 0 no regression; 1 a value dropped by more than --max-drop (or became "
+    "undefined); 2 reports not comparable or unreadable, or a bad option; 4 internal error."
+)
+COMPARE_HELP = (
+    "Compare two JSON reports per class and in the summary (macro, micro, "
+    "macro_imagewise), flagging drops beyond --max-drop; optionally a paired per-case "
+    "test (--test wilcoxon|bootstrap). "
+)
+
+BaselineArg = Annotated[Path, typer.Argument(help="The baseline JSON report.",
+                                             show_default=False)]
+CurrentArg = Annotated[Path, typer.Argument(help="The current JSON report.",
+                                            show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``compare`` command to ``app``."""
+    app.command("compare", help=COMPARE_HELP + COMPARE_EXIT_CODES,
+                short_help="Compare two JSON reports; exit 1 on a regression.")(compare)
+
+
+def compare(
+    baseline: BaselineArg,
+    current: CurrentArg,
+    metric: Annotated[str, typer.Option(help=f"{'|'.join(METRICS)}: the metric compared.")]
+    = "dice",
+    max_drop: Annotated[float, typer.Option(
+        help="A value that drops by more than this is a regression.")] = 0.01,
+    reduction: Annotated[str | None, typer.Option(
+        help=f"{'|'.join(HEADLINES)}: per-class values are those this reduction averages "
+        "(case mean for macro_imagewise, pooled otherwise); default: the baseline's "
+        "headline.")] = None,
+    test: Annotated[str, typer.Option(
+        help="none|wilcoxon|bootstrap: paired test over the cases in both reports "
+        "(informative; does not change the exit code).")] = "none",
+    seed: Annotated[int, typer.Option(help="Seed of --test bootstrap.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Resamples of --test bootstrap.")] = 10000,
+    markdown_path: Annotated[str | None, typer.Option(
+        "--markdown", help="Write a Markdown table (for a pull-request comment) here.")] = None,
+    junit_path: Annotated[str | None, typer.Option(
+        "--junit", help="Write JUnit XML here: one test per compared value.")] = None,
+    github: Annotated[bool, typer.Option(
+        "--github", help="Emit ::error annotations for regressions and append the Markdown "
+        "to $GITHUB_STEP_SUMMARY when it is set.")] = False,
+    json_path: Annotated[str | None, typer.Option(
+        "--json", help="Write the comparison as JSON here ('-' for stdout).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    options = {"metric": metric, "max_drop": max_drop, "reduction": reduction, "test": test,
+               "seed": seed, "n_boot": n_boot}
+    outputs = {"markdown": markdown_path, "junit": junit_path, "json": json_path}
+    code = run_compare(baseline, current, options, outputs, github=github, quiet=quiet,
+                       debug=debug)
+    raise typer.Exit(int(code))
+
+
+def run_compare(baseline: Path, current: Path, options: dict[str, Any],
+                outputs: dict[str, str | None], *, github: bool, quiet: bool,
+                debug: bool) -> ExitCode:
+    """Load, compare, write the outputs, print; return the exit code."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        from segeval.compare import case_notes, compare_reports, load_report
+
+        comparison = compare_reports(load_report(baseline), load_report(current), **options)
+        stdout_taken = outputs["json"] == "-"
+        _write_outputs(comparison, outputs)
+    except SegevalError as exc:
+        err.print(f"segeval: error: {exc.message}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    except OSError as exc:
+        err.print(f"segeval: error: cannot write output: {exc}", markup=False, soft_wrap=True)
+        return ExitCode.USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, see --debug
+        if debug:
+            raise
+        err.print(f"segeval: internal error: {type(exc).__name__}: {exc} "
+                  "(run with --debug for the traceback and please report it)", markup=False,
+                  soft_wrap=True)
+        return ExitCode.INTERNAL
+    console = err if stdout_taken else Console(highlight=False)
+    if github:
+        _github(comparison, console)
+    if not quiet:
+        console.print(comparison_table(comparison))
+        for note in case_notes(comparison):
+            console.print(note, markup=False, soft_wrap=True)
+    (err if quiet or stdout_taken else console).print(
+        f"segeval compare: {comparison.verdict}", style="bold red" if comparison.regressed
+        else "bold", markup=False, soft_wrap=True)
+    # Exit 1 is the "bar not met" code: a regression is a missed bar on the baseline.
+    return ExitCode.BAR_NOT_MET if comparison.regressed else ExitCode.OK
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """A rich table: a row per class and per summary reduction, with the change."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from segeval.render import fmt
+
+    c = comparison
+    table = Table(title=f"{c.metric}: baseline → current (per class {c.statistic}, "
+                  f"reduction {c.reduction}; max drop {c.max_drop:g})", title_justify="left")
+    table.add_column("class / reduction", no_wrap=True)
+    for name in ("baseline", "current", "delta"):
+        table.add_column(name, justify="right")
+    if c.test != "none":
+        table.add_column("p-value" if c.test == "wilcoxon" else "95% CI of Δ (bootstrap)",
+                         justify="right")
+    table.add_column("")
+    for index, row in enumerate(c.rows):
+        if index == len(c.classes):
+            table.add_section()
+        cells = [escape(row.label), fmt(row.baseline), fmt(row.current),
+                 "—" if row.delta is None else f"{row.delta:+.4f}"]
+        if c.test != "none":
+            cells.append(escape(row.test.summary()) if row.test else "")
+        cells.append(f"[bold red]{row.status}[/]" if row.regressed else "[green]✓[/]")
+        table.add_row(*cells)
+    return table
+
+
+def _write_outputs(comparison: Comparison, outputs: dict[str, str | None]) -> None:
+    import json
+
+    from segeval.compare import comparison_junit, comparison_markdown
+    from segeval.report import write_text_atomic
+
+    text = json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n"
+    if outputs["json"] == "-":
+        sys.stdout.write(text)
+    elif outputs["json"]:
+        write_text_atomic(Path(outputs["json"]), text)
+    if outputs["markdown"]:
+        write_text_atomic(Path(outputs["markdown"]), comparison_markdown(comparison))
+    if outputs["junit"]:
+        write_text_atomic(Path(outputs["junit"]), comparison_junit(comparison))
+
+
+def _github(comparison: Comparison, console: Console) -> None:
+    """Annotations on the console's stream (GitHub reads workflow commands from the
+    step's output) and the Markdown appended to the step summary."""
+    from segeval.compare import comparison_annotations, comparison_markdown
+    from segeval.gates import append_step_summary
+
+    for line in comparison_annotations(comparison):
+        console.file.write(line + "\n")
+    append_step_summary(comparison_markdown(comparison))
