@@ -8,9 +8,11 @@ table, reduce it, and wrap everything in a :class:`~segeval.report.Report`.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from segeval import __version__, errors
+from segeval.cache import CountCache
 from segeval.cases import Pairing, pair_inputs
 from segeval.config import EvalConfig
 from segeval.counts import ClassSpec, CountTable
@@ -29,6 +31,7 @@ def evaluate(
     device: str = "auto",
     workers: int | None = None,
     case_timeout: float | None = None,
+    cache: str | Path | None = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> Report:
@@ -49,6 +52,9 @@ def evaluate(
     case_timeout:
         Seconds one case may take (files on the CPU); a case past it is stopped and recorded
         as ``E_TIMEOUT``.  A case whose worker process dies is ``E_WORKER_CRASHED``.
+    cache:
+        A folder of per-case counts keyed by the files' contents and the counting options
+        (see :mod:`segeval.cache`); cases found there are not read again.
     progress:
         Called as ``progress(done, total, case_id)`` after each case.
     **options:
@@ -67,14 +73,16 @@ def evaluate(
         raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
     if case_timeout is not None and not case_timeout > 0:
         raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
+    count_cache = None if cache is None else CountCache(cache, config)
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
-                        progress, case_timeout)
+                        progress, case_timeout, count_cache)
     classes = resolve_classes(results, config)
     reject_unexpected_labels(results, config)
     table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
                              soft=config.soft)
     run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
            "workers": n_workers, "case_timeout": case_timeout,
+           "cache_hits": None if count_cache is None else count_cache.hits,
            "interrupted": any(r.error_code == errors.E_INTERRUPTED for r in results),
            "tool_version": __version__,
            "seconds": round(time.perf_counter() - started, 3),

@@ -59,7 +59,35 @@ NOT_THE_PREDICTION = {errors.E_INTERNAL, errors.E_INTERRUPTED}
 
 def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_files: bool,
               workers: int, progress: Progress | None = None,
-              case_timeout: float | None = None) -> list[CaseResult]:
+              case_timeout: float | None = None, cache: Any = None) -> list[CaseResult]:
+    """Evaluate every case, taking what ``cache`` (a :class:`segeval.cache.CountCache`)
+    already holds; see :func:`evaluate_cases` for the rest."""
+    if cache is None:
+        return evaluate_cases(cases, config, device, from_files, workers, progress,
+                              case_timeout)
+    keys = [cache.key(case) for case in cases]
+    cached = [cache.get(key, case) for key, case in zip(keys, cases, strict=True)]
+    todo = [i for i, result in enumerate(cached) if result is None]
+    hits = len(cases) - len(todo)
+
+    def fresh_progress(done: int, total: int, case_id: str) -> None:
+        if progress is not None:
+            progress(hits + done, len(cases), case_id)
+
+    fresh = iter(evaluate_cases([cases[i] for i in todo], config, device, from_files, workers,
+                                fresh_progress, case_timeout))
+    results = []
+    for index, result in enumerate(cached):
+        if result is None:
+            result = next(fresh)
+            cache.put(keys[index], result)
+        results.append(result)
+    return results
+
+
+def evaluate_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_files: bool,
+                   workers: int, progress: Progress | None = None,
+                   case_timeout: float | None = None) -> list[CaseResult]:
     """Evaluate every case; the list is in the order of ``cases``.
 
     On the CPU, cases run in supervised worker processes when there are enough of them, or

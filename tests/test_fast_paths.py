@@ -124,3 +124,30 @@ def test_threshold_is_exact_for_every_float_width(dtype, threshold):
     report = segeval.evaluate(values, np.ones(3, np.uint8), threshold=threshold).to_dict()
     expected_tp = sum(float(v) > threshold for v in values)
     assert report["cases"][0]["metrics"]["1"]["tp"] == expected_tp
+
+
+def test_count_cache_serves_identical_numbers_and_never_stale(tmp_path):
+    rng = np.random.default_rng(11)
+    for folder in ("gt", "pred"):
+        (tmp_path / folder).mkdir()
+    for index in range(3):
+        reference = rng.integers(0, 3, size=(8, 7, 6)).astype(np.uint8)
+        write_nii_gz(tmp_path / "gt" / f"c{index}.nii.gz", reference)
+        write_nii_gz(tmp_path / "pred" / f"c{index}.nii.gz", np.roll(reference, index, axis=0))
+    cache = tmp_path / "cache"
+    first = segeval.evaluate(tmp_path / "pred", tmp_path / "gt", cache=cache, workers=1)
+    assert first.run["cache_hits"] == 0 and len(list(cache.glob("*.json"))) == 3
+    second = segeval.evaluate(tmp_path / "pred", tmp_path / "gt", cache=cache, workers=1)
+    assert second.run["cache_hits"] == 3
+    one, two = first.to_dict(), second.to_dict()
+    one.pop("run"), two.pop("run")
+    assert one == two
+    # new bytes in one prediction: that case only is evaluated again, with its new numbers
+    write_nii_gz(tmp_path / "pred" / "c2.nii.gz", np.zeros((8, 7, 6), np.uint8))
+    third = segeval.evaluate(tmp_path / "pred", tmp_path / "gt", cache=cache, workers=1)
+    assert third.run["cache_hits"] == 2
+    assert third.to_dict()["cases"][2]["metrics"]["1"]["tp"] == 0
+    # an option that changes counts misses the cache
+    fourth = segeval.evaluate(tmp_path / "pred", tmp_path / "gt", cache=cache, workers=1,
+                              threshold=0.7)
+    assert fourth.run["cache_hits"] == 0
