@@ -194,6 +194,89 @@ for _name, _metric, _help in (
         _make_command(_metric))
 
 
+@app.command("grade", short_help="Grade many submissions against one reference set.",
+             help="Grade every submission (a folder or .zip/.tar/.tar.gz per team) in "
+             "SUBMISSIONS against the reference folder, write OUT/leaderboard.csv, "
+             "OUT/leaderboard.json and OUT/<team>/report.json, and print the leaderboard. "
+             "Missing and broken cases score as empty predictions; invalid submissions are "
+             "listed with their reason. " + EXIT_CODES_HELP
+             + " An invalid submission is a result, not a failure: exit 0 unless --strict.")
+def grade_command(
+    submissions: Annotated[Path, typer.Argument(help="Folder with one entry per team.",
+                                                show_default=False)],
+    reference: RefArg,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (also holds the cache).")],
+    rank_by: Annotated[str, typer.Option(
+        help="METRIC:REDUCTION to rank by, e.g. dice:macro_imagewise or iou:micro.")]
+    = "dice:macro_imagewise",
+    bootstrap: Annotated[int, typer.Option(
+        help="Case resamples for 95% intervals and rank stability (0 = off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    labels: Annotated[str | None, typer.Option(
+        help="Labels to grade (default: every label of the reference set).")] = None,
+    label_names: Annotated[str | None, typer.Option(
+        help="1=liver,2=tumour or a JSON file (dataset.json).")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        help="NAME=1,2,3: a class that is a union of labels (repeatable).")] = None,
+    ignore_index: Annotated[int | None, typer.Option(
+        help="Reference value whose voxels are not evaluated.")] = None,
+    threshold: Annotated[float, typer.Option(help="Probability threshold (p > t).")] = 0.5,
+    beta: Annotated[float, typer.Option(help="β of F-beta.")] = 1.0,
+    missing: Annotated[str, typer.Option(
+        help=f"{_choice(MISSING_RULES)}: a reference without prediction.")] = "empty",
+    invalid: Annotated[str, typer.Option(
+        help=f"{_choice(INVALID_RULES)}: a broken prediction file.")] = "empty",
+    geometry: Annotated[str, typer.Option(help=f"{_choice(GEOMETRY_RULES)}.")] = "strict",
+    max_voxels: Annotated[int, typer.Option(help="Refuse larger files.")] = 2**31,
+    case_timeout: Annotated[float | None, typer.Option(
+        help="Seconds one case may take.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 3 when any submission or case was invalid.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    err = _stderr()
+    try:
+        names, file_regions = _parse_label_names(label_names)
+        options = {
+            "labels": _parse_labels(labels), "label_names": names,
+            "regions": {**file_regions, **_parse_regions(region or [])},
+            "ignore_index": ignore_index, "threshold": threshold, "beta": beta,
+            "missing": missing, "invalid": invalid, "geometry": geometry,
+            "max_voxels": max_voxels,
+        }
+        from segeval.grade import grade
+
+        board = grade(submissions, reference, out, rank_by=rank_by, bootstrap=bootstrap,
+                      seed=seed, workers=workers, case_timeout=case_timeout, **options)
+    except SegevalError as exc:
+        err.print(f"segeval: error: {exc.message}", markup=False)
+        raise typer.Exit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:
+        err.print("segeval: interrupted; the cache in --out keeps finished cases",
+                  markup=False)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, see --debug
+        if debug:
+            raise
+        err.print(f"segeval: internal error: {type(exc).__name__}: {exc} "
+                  "(run with --debug for the traceback and please report it)", markup=False)
+        raise typer.Exit(int(ExitCode.INTERNAL)) from None
+    if not quiet:
+        from rich.console import Console
+
+        from segeval.render import render_leaderboard
+
+        render_leaderboard(board, Console(highlight=False))
+    for team in board.teams:
+        if team.status != "ok":
+            err.print(f"segeval: {team.team}: invalid submission: {team.reason}", markup=False)
+    any_invalid = any(t.status != "ok" or (t.report is not None and t.report.invalid_cases)
+                      for t in board.teams)
+    raise typer.Exit(int(ExitCode.INVALID_INPUT if strict and any_invalid else ExitCode.OK))
+
+
 def run(prediction: Path, reference: Path, options: dict[str, Any],
         run_options: dict[str, Any], *, on_error: str = "fail", json_path: str | None,
         csv_path: str | None, per_class: bool, per_case: bool,

@@ -159,3 +159,26 @@ def _csv_value(value: Any) -> str:
 
 def write_csv(report: Report, path: str | Path) -> None:
     write_text_atomic(Path(path), to_csv(report))
+
+
+def render_leaderboard(board: Any, console: Console) -> None:
+    """The leaderboard as a table (from :class:`segeval.grade.Leaderboard` rows)."""
+    metric, reduction = board.rank_by
+    rows = board.rows()
+    with_ci = board.bootstrap > 0
+    table = Table(title=f"Leaderboard: {metric} ({reduction}), higher is better",
+                  title_justify="left")
+    for name in ("rank", "team", metric):
+        table.add_column(name, justify="right" if name != "team" else "left")
+    if with_ci:
+        table.add_column("95% interval", justify="right")
+        table.add_column("rank stability", justify="right")
+    for name in ("missing", "failed", "status"):
+        table.add_column(name, justify="right" if name != "status" else "left")
+    for row in rows:
+        interval = (f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]",
+                    fmt(row["rank_stability"])) if with_ci else ()
+        table.add_row("—" if row["rank"] is None else str(row["rank"]), row["team"],
+                      fmt(row["score"]), *interval, fmt(row["n_missing"]),
+                      fmt(row["n_failed"]), row["status"])
+    console.print(table)

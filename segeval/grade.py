@@ -1,0 +1,296 @@
+"""Grading many submissions against one hidden reference set, with a leaderboard.
+
+``SUBMISSIONS`` holds one entry per team: a folder or an archive (.zip, .tar, .tar.gz,
+.tgz).  Every team is evaluated with :func:`segeval.evaluate` under the same options, with
+the grading defaults ``missing="empty"`` and ``invalid="empty"`` (a missing or broken case
+scores as an empty prediction, so it can never help a team), and the classes fixed by the
+reference set (or ``labels``) so that no team can add a class by predicting a stray label.
+
+Rules (documented in the README):
+
+* Team name: the entry's name without its archive suffix.  Two entries with the same team
+  name (``a.zip`` and ``a/``) make both invalid.  Hidden entries are ignored; other files
+  are listed as ignored.
+* An invalid submission (unreadable or hostile archive, no mask file at all) is recorded
+  with its reason and ranked after every valid one; all others are graded.
+* Ranking: by ``summary[reduction][metric]`` of each team's report (``rank_by``
+  ``"metric:reduction"``).  Higher is better.  Equal scores (exactly equal) share the best
+  of their ranks ("1224" competition ranking); a team whose score is undefined is ranked
+  after every defined score.
+* Uncertainty (``bootstrap`` > 0): the same resampled case sets for every team (seeded); for
+  each resample every team's score is recomputed from its per-case counts and the teams are
+  ranked again.  Reported: the 2.5th/97.5th percentiles of the score and the share of
+  resamples in which the team keeps its observed rank (rank stability).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segeval.api import evaluate
+from segeval.config import HEADLINES, METRICS, EvalConfig
+from segeval.errors import SegevalError, UsageError
+from segeval.metrics import score
+from segeval.reduce import nanmean
+from segeval.report import Report, write_text_atomic
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar")
+GRADING_DEFAULTS = {"missing": "empty", "invalid": "empty"}
+
+
+@dataclass
+class TeamResult:
+    team: str
+    source: str
+    status: str = "ok"  # "ok" | "invalid"
+    reason: str = ""
+    report: Report | None = None
+    score: float = float("nan")
+    rank: int | None = None
+    interval: tuple[float, float] | None = None
+    rank_stability: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Leaderboard:
+    rank_by: tuple[str, str]
+    teams: list[TeamResult]
+    ignored: list[str]
+    bootstrap: int
+    seed: int
+
+    def rows(self) -> list[dict[str, Any]]:
+        metric, reduction = self.rank_by
+        rows = []
+        for team in self.teams:
+            report = team.report.to_dict() if team.report is not None else None
+            per_class = {}
+            if report is not None:
+                part = "mean" if reduction == "macro_imagewise" else "pooled"
+                per_class = {key: value[part][metric]
+                             for key, value in report["per_class"].items()}
+            summary = report["summary"] if report is not None else {}
+            rows.append({
+                "rank": team.rank,
+                "team": team.team,
+                "score": None if np.isnan(team.score) else team.score,
+                "ci_low": None if team.interval is None else team.interval[0],
+                "ci_high": None if team.interval is None else team.interval[1],
+                "rank_stability": team.rank_stability,
+                "per_class": per_class,
+                "n_cases": summary.get("n_cases"),
+                "n_missing": summary.get("n_missing"),
+                "n_failed": (None if report is None else
+                             sum(case["status"] == "error" for case in report["cases"])),
+                "status": team.status,
+                "reason": team.reason,
+                "source": team.source,
+            })
+        return rows
+
+    def to_json(self) -> str:
+        data = {
+            "rank_by": {"metric": self.rank_by[0], "reduction": self.rank_by[1]},
+            "ties": "equal scores share the best of their ranks (1224 competition ranking)",
+            "bootstrap": {"resamples": self.bootstrap, "seed": self.seed,
+                          "interval": "2.5th-97.5th percentile of the score over case "
+                                      "resamples", "rank_stability": "share of resamples in "
+                                      "which the team keeps its observed rank"},
+            "teams": self.rows(),
+            "ignored": self.ignored,
+        }
+        return json.dumps(data, indent=2, allow_nan=False)
+
+    def to_csv(self) -> str:
+        rows = self.rows()
+        keys = sorted({key for row in rows for key in row["per_class"]})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        head = ["rank", "team", "score", "ci_low", "ci_high", "rank_stability"]
+        tail = ["n_cases", "n_missing", "n_failed", "status", "reason"]
+        writer.writerow(head + [f"{self.rank_by[0]}:{k}" for k in keys] + tail)
+        for row in rows:
+            writer.writerow([_cell(row[h]) for h in head]
+                            + [_cell(row["per_class"].get(k)) for k in keys]
+                            + [_cell(row[t]) for t in tail])
+        return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def parse_rank_by(text: str) -> tuple[str, str]:
+    metric, _, reduction = text.partition(":")
+    reduction = reduction or "macro"
+    if metric not in METRICS or reduction not in HEADLINES:
+        raise UsageError("E_USAGE", f"--rank-by {text!r}: expected METRIC:REDUCTION with a "
+                         f"metric in {', '.join(METRICS)} and a reduction in "
+                         f"{', '.join(HEADLINES)}")
+    return metric, reduction
+
+
+def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
+          rank_by: str = "dice:macro_imagewise", bootstrap: int = 0, seed: int = 0,
+          workers: int | None = None, case_timeout: float | None = None,
+          progress: Any = None, **options: Any) -> Leaderboard:
+    """Grade every submission; write ``out/<team>/report.json`` and the leaderboard files."""
+    submissions, reference, out = Path(submissions), Path(reference), Path(out)
+    metric, reduction = parse_rank_by(rank_by)
+    if bootstrap < 0:
+        raise UsageError("E_USAGE", f"--bootstrap {bootstrap}: must be >= 0")
+    if not submissions.is_dir():
+        raise UsageError("E_USAGE", "not a folder of submissions", submissions)
+    options = {**GRADING_DEFAULTS, **options}
+    EvalConfig.create(**options)  # validate once, before any work
+    if options.get("labels") is None and not options.get("regions"):
+        options["labels"] = reference_labels(reference, options)
+    entries, ignored = list_submissions(submissions)
+    out.mkdir(parents=True, exist_ok=True)
+    teams = []
+    for index, (team, paths) in enumerate(sorted(entries.items())):
+        if progress is not None:
+            progress(index, len(entries), team)
+        teams.append(grade_team(team, paths, reference, out, workers, case_timeout, options))
+    rank_teams(teams, metric, reduction)
+    if bootstrap:
+        bootstrap_ranks(teams, metric, reduction, bootstrap, seed)
+    teams.sort(key=lambda t: (t.rank is None, t.rank or 0, t.team))
+    board = Leaderboard((metric, reduction), teams, ignored, bootstrap, seed)
+    write_text_atomic(out / "leaderboard.json", board.to_json() + "\n")
+    write_text_atomic(out / "leaderboard.csv", board.to_csv())
+    return board
+
+
+def reference_labels(reference: Path, options: dict[str, Any]) -> list[int]:
+    """The labels of the reference set (background and ignore index excluded): every team is
+    graded on the same classes."""
+    report = evaluate(reference, reference, **{k: v for k, v in options.items()
+                                               if k in ("ignore_index", "max_voxels")})
+    labels = sorted({int(label) for case in report.cases if case.counts is not None
+                     for label in case.counts.labels} - {0, options.get("ignore_index")})
+    if not labels:
+        raise UsageError("E_USAGE", "the reference set holds no foreground label", reference,
+                         "pass --labels")
+    return labels
+
+
+def list_submissions(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
+    entries: dict[str, list[Path]] = {}
+    ignored = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        suffix = next((s for s in ARCHIVE_SUFFIXES if entry.name.lower().endswith(s)), None)
+        if entry.is_dir() and not entry.is_symlink():
+            entries.setdefault(entry.name, []).append(entry)
+        elif suffix and entry.is_file() and not entry.is_symlink():
+            entries.setdefault(entry.name[: -len(suffix)], []).append(entry)
+        else:
+            ignored.append(entry.name)
+    return entries, ignored
+
+
+def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
+               workers: int | None, case_timeout: float | None,
+               options: dict[str, Any]) -> TeamResult:
+    result = TeamResult(team, ", ".join(p.name for p in paths))
+    if len(paths) > 1:
+        result.status = "invalid"
+        result.reason = f"several submissions named {team!r}: {result.source}"
+        return result
+    (path,) = paths
+    scratch = None
+    try:
+        if path.is_dir():
+            folder = path
+        else:
+            from segeval.archive import extract_submission
+
+            scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
+            folder = extract_submission(path, scratch).root
+        report = evaluate(folder, reference, workers=workers, case_timeout=case_timeout,
+                          cache=out / ".cache", **options)
+    except SegevalError as exc:
+        result.status, result.reason = "invalid", exc.message
+        return result
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    result.report = report
+    report.write_json(out / team / "report.json")
+    return result
+
+
+def team_score(report: Report, metric: str, reduction: str) -> float:
+    return float(getattr(report.reductions, reduction)[metric])
+
+
+def rank_teams(teams: list[TeamResult], metric: str, reduction: str) -> None:
+    """Competition ranking ("1224") of the valid teams by score, higher first."""
+    for team in teams:
+        if team.report is not None:
+            team.score = team_score(team.report, metric, reduction)
+    ranks = competition_ranks([t.score for t in teams if t.report is not None])
+    for team, rank in zip([t for t in teams if t.report is not None], ranks, strict=True):
+        team.rank = rank
+
+
+def competition_ranks(scores: list[float]) -> list[int]:
+    """Rank 1 for the highest score; equal scores share the best rank; NaN ranks last."""
+    keyed = [(-s if not np.isnan(s) else float("inf")) for s in scores]
+    return [1 + sum(other < key for other in keyed) for key in keyed]
+
+
+def bootstrap_ranks(teams: list[TeamResult], metric: str, reduction: str, resamples: int,
+                    seed: int) -> None:
+    """Resample cases with replacement (the same resamples for every team)."""
+    valid = [t for t in teams if t.report is not None]
+    if not valid:
+        return
+    n_cases = len(valid[0].report.cases)  # type: ignore[union-attr]
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, n_cases, size=(resamples, n_cases))
+    scores = np.stack([resampled_scores(t.report, metric, reduction, samples)
+                       for t in valid if t.report is not None])  # [teams, resamples]
+    for index, team in enumerate(valid):
+        low, high = np.nanpercentile(scores[index], [2.5, 97.5]) if not np.isnan(
+            scores[index]).all() else (np.nan, np.nan)
+        team.interval = (float(low), float(high))
+    kept = np.zeros(len(valid))
+    for column in scores.T:
+        ranks = competition_ranks(list(column))
+        kept += [rank == team.rank for rank, team in zip(ranks, valid, strict=True)]
+    for index, team in enumerate(valid):
+        team.rank_stability = float(kept[index] / resamples)
+
+
+def resampled_scores(report: Report, metric: str, reduction: str,
+                     samples: np.ndarray) -> np.ndarray:
+    """The team's score on each resample of cases (rows of ``samples``), from counts."""
+    table, config = report.table, report.config
+
+    def metric_of(tp: Any, fp: Any, fn: Any, tn: Any) -> np.ndarray:
+        return score(metric, tp, fp, fn, tn, beta=config.beta, smooth=config.smooth,
+                     empty=config.empty)
+
+    scored = table.scored
+    counts = [np.where(scored[:, None], getattr(table, c), 0) for c in ("tp", "fp", "fn", "tn")]
+    if reduction == "macro_imagewise":
+        per_case = np.where(scored[:, None], metric_of(*counts), np.nan)
+        return nanmean(nanmean(per_case[samples], axis=1), axis=1)
+    sums = [c[samples].sum(axis=1) for c in counts]  # [resamples, classes]
+    if reduction == "micro":
+        tp, fp, fn, tn = (s.sum(axis=1) for s in sums)
+        return metric_of(tp, fp, fn, tn)
+    return nanmean(metric_of(*sums), axis=1)
