@@ -17,13 +17,13 @@ imported on the CPU path.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from segeval.commands.compare import register as register_compare
 from segeval.config import (
     EMPTY_RULES,
     GEOMETRY_RULES,
@@ -110,8 +110,22 @@ def _make_command(headline_metric: str | None) -> Any:
             help=f"{_choice(METRICS)}: the headline metric (evaluate only).")] = "dice",
         headline: Annotated[str, typer.Option(
             help=f"{_choice(HEADLINES)}: the reduction of the headline score.")] = "macro",
-        fail_under: Annotated[float | None, typer.Option(
-            help="Exit 1 when the headline score is below this bar.")] = None,
+        fail_under: Annotated[list[str] | None, typer.Option(
+            help="A bar, repeatable; exit 1 when any is missed: 0.85 (the headline score), "
+            "dice=0.85, iou:micro=0.7, dice:tumour=0.6 (a class, pooled), "
+            "dice:2:mean=0.6 (a class, case mean).")] = None,
+        export: Annotated[tuple[str, str] | None, typer.Option(
+            help="KIND PATH: also write the results as nnU-Net's summary.json (nnunet) or a "
+            "Grand Challenge metrics.json (grand-challenge).", show_default=False)] = None,
+        markdown_path: Annotated[str | None, typer.Option(
+            "--markdown", help="Write a Markdown summary (for a pull-request comment) here.")]
+        = None,
+        junit_path: Annotated[str | None, typer.Option(
+            "--junit", help="Write JUnit XML here: one test per bar and per invalid case.")]
+        = None,
+        github: Annotated[bool, typer.Option(
+            "--github", help="Emit ::error annotations for missed bars and invalid cases; "
+            "append the Markdown to $GITHUB_STEP_SUMMARY when it is set.")] = False,
         device: Annotated[str, typer.Option(
             help="auto|cpu|cuda|cuda:N|mps (auto: where the data is; CPU for files).")]
         = "auto",
@@ -143,6 +157,9 @@ def _make_command(headline_metric: str | None) -> Any:
             parsed_labels = _parse_labels(labels)
             names, file_regions = _parse_label_names(label_names)
             regions = {**file_regions, **_parse_regions(region or [])}
+            from segeval.gates import parse_bars
+
+            bars = parse_bars(fail_under or [])
         except UsageError as exc:
             _stderr().print(f"segeval: error: {exc.message}", markup=False)
             raise typer.Exit(int(exc.exit_code)) from None
@@ -176,7 +193,9 @@ def _make_command(headline_metric: str | None) -> Any:
         code = run(prediction, reference, options, run_options, on_error=on_error,
                    json_path=json_path,
                    csv_path=csv_path, per_class=per_class, per_case=per_case,
-                   fail_under=fail_under, quiet=quiet, debug=debug,
+                   bars=bars, ci={"markdown_path": markdown_path, "junit_path": junit_path,
+                                  "github": github}, export=export,
+                   quiet=quiet, debug=debug,
                    all_metrics=headline_metric is None)
         raise typer.Exit(int(code))
 
@@ -192,6 +211,8 @@ for _name, _metric, _help in (
 ):
     app.command(_name, help=f"{_help} {EXIT_CODES_HELP}", short_help=_help)(
         _make_command(_metric))
+
+register_compare(app)
 
 
 @app.command("grade", short_help="Grade many submissions against one reference set.",
@@ -280,7 +301,9 @@ def grade_command(
 def run(prediction: Path, reference: Path, options: dict[str, Any],
         run_options: dict[str, Any], *, on_error: str = "fail", json_path: str | None,
         csv_path: str | None, per_class: bool, per_case: bool,
-        fail_under: float | None, quiet: bool, debug: bool, all_metrics: bool) -> ExitCode:
+        bars: list[Any], ci: dict[str, Any], export: tuple[str, str] | None = None,
+        quiet: bool, debug: bool,
+        all_metrics: bool) -> ExitCode:
     """Evaluate, write outputs, print, and return the exit code."""
     from rich.console import Console
 
@@ -318,6 +341,24 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         err.print(f"segeval: error: cannot write output: {exc}", markup=False)
         return ExitCode.USAGE
 
+    from segeval.gates import bars_table, check_bars, write_report_outputs
+
+    try:
+        data = report.to_dict()
+        if export is not None:
+            from segeval.export import write_export
+
+            write_export(data, export[0], export[1])
+        bar_results = check_bars(data, bars)
+        write_report_outputs(data, bar_results, **ci,
+                             stream=sys.stderr if stdout_taken else sys.stdout)
+    except SegevalError as exc:  # a bar naming a class the report does not have
+        err.print(f"segeval: error: {exc.message}", markup=False)
+        return exc.exit_code
+    except OSError as exc:
+        err.print(f"segeval: error: cannot write output: {exc}", markup=False)
+        return ExitCode.USAGE
+
     for case in report.cases:
         if case.message and (case.error_code or not quiet):
             err.print(f"segeval: {case.id}: {case.error_code or case.status}: {case.message}",
@@ -332,13 +373,15 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         console = err if stdout_taken else Console(highlight=False)
         metrics = METRICS if all_metrics else (report.config.headline_metric,)
         render(report, console, metrics, per_class, per_case)
+        if bar_results:
+            console.print(bars_table(bar_results))
     if report.run.get("interrupted"):
         done = sum(case.error_code != "E_INTERRUPTED" for case in report.cases)
         err.print(f"segeval: interrupted after {done} of {len(report.cases)} cases"
                   + ("; the report holds the finished ones" if json_path or csv_path else ""),
                   markup=False)
         return ExitCode.INTERRUPTED
-    return exit_code(report, fail_under, err, on_error)
+    return exit_code(report, bar_results, err, on_error)
 
 
 def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str, Any],
@@ -358,7 +401,7 @@ def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str
         return evaluate(prediction, reference, progress=advance, **run_options, **options)
 
 
-def exit_code(report: Any, fail_under: float | None, err: Any,
+def exit_code(report: Any, bar_results: list[Any], err: Any,
               on_error: str = "fail") -> ExitCode:
     """Internal errors beat invalid input, which beats a missed bar."""
     if report.internal_errors:
@@ -367,14 +410,10 @@ def exit_code(report: Any, fail_under: float | None, err: Any,
         err.print(f"segeval: {len(report.invalid_cases)} case(s) had invalid input "
                   "(exit 3); see the messages above and the report's cases", markup=False)
         return ExitCode.INVALID_INPUT
-    if fail_under is not None:
-        value = report.headline
-        if math.isnan(value) or value < fail_under:
-            err.print(f"segeval: FAIL: {report.config.headline_metric} "
-                      f"({report.config.headline}) = {value:.4f} < {fail_under} "
-                      "(--fail-under)", markup=False)
-            return ExitCode.BAR_NOT_MET
-    return ExitCode.OK
+    missed = [result for result in bar_results if not result.passed]
+    for result in missed:
+        err.print(f"segeval: FAIL: {result.verdict} (--fail-under {result.bar})", markup=False)
+    return ExitCode.BAR_NOT_MET if missed else ExitCode.OK
 
 
 def _stderr() -> Any:

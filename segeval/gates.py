@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TextIO, get_args
 
 from segeval.config import HEADLINES, METRICS
 from segeval.errors import UsageError
@@ -284,6 +285,40 @@ def github_annotations(report: Mapping[str, Any],
         lines.append(annotation(case["error_code"], f"{case['id']}: {case['message'] or ''}",
                                 file=_case_file(case)))
     return lines
+
+
+def write_report_outputs(report: Mapping[str, Any], bar_results: Sequence[BarResult] = (), *,
+                         markdown_path: str | None = None, junit_path: str | None = None,
+                         github: bool = False, stream: TextIO | None = None) -> None:
+    """The ``--markdown``, ``--junit`` and ``--github`` outputs of an evaluation; see
+    :func:`write_ci_outputs`."""
+    write_ci_outputs(
+        (lambda: to_markdown(report, bar_results)), (lambda: to_junit(report, bar_results)),
+        (lambda: github_annotations(report, bar_results)), markdown_path=markdown_path,
+        junit_path=junit_path, github=github, stream=stream)
+
+
+def write_ci_outputs(markdown: Callable[[], str], junit: Callable[[], str],
+                     annotations: Callable[[], list[str]], *, markdown_path: str | None,
+                     junit_path: str | None, github: bool,
+                     stream: TextIO | None = None) -> None:
+    """Write the Markdown and JUnit files (atomically; each only when asked for) and, with
+    ``github``, print the annotations on ``stream`` (stdout by default: GitHub reads
+    workflow commands from a step's output) and append the Markdown to
+    ``$GITHUB_STEP_SUMMARY`` when it is set.  Raises OSError when a file cannot be written.
+    """
+    from segeval.report import write_text_atomic
+
+    if markdown_path:
+        write_text_atomic(Path(markdown_path), markdown())
+    if junit_path:
+        write_text_atomic(Path(junit_path), junit())
+    if github:
+        out = sys.stdout if stream is None else stream
+        for line in annotations():
+            out.write(line + "\n")
+        out.flush()
+        append_step_summary(markdown())
 
 
 def invalid_cases(report: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
@@ -23,7 +23,6 @@ from segeval.config import HEADLINES, METRICS
 from segeval.errors import ExitCode, SegevalError
 
 if TYPE_CHECKING:
-    from rich.console import Console
     from rich.table import Table
 
     from segeval.compare import Comparison
@@ -98,7 +97,7 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
 
         comparison = compare_reports(load_report(baseline), load_report(current), **options)
         stdout_taken = outputs["json"] == "-"
-        _write_outputs(comparison, outputs)
+        _write_outputs(comparison, outputs, github, sys.stderr if stdout_taken else sys.stdout)
     except SegevalError as exc:
         err.print(f"segeval: error: {exc.message}", markup=False, soft_wrap=True)
         return exc.exit_code
@@ -113,8 +112,6 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
                   soft_wrap=True)
         return ExitCode.INTERNAL
     console = err if stdout_taken else Console(highlight=False)
-    if github:
-        _github(comparison, console)
     if not quiet:
         console.print(comparison_table(comparison))
         for note in case_notes(comparison):
@@ -155,10 +152,12 @@ def comparison_table(comparison: Comparison) -> Table:
     return table
 
 
-def _write_outputs(comparison: Comparison, outputs: dict[str, str | None]) -> None:
+def _write_outputs(comparison: Comparison, outputs: dict[str, str | None], github: bool,
+                   stream: TextIO) -> None:
     import json
 
-    from segeval.compare import comparison_junit, comparison_markdown
+    from segeval.compare import comparison_annotations, comparison_junit, comparison_markdown
+    from segeval.gates import write_ci_outputs
     from segeval.report import write_text_atomic
 
     text = json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -166,18 +165,8 @@ def _write_outputs(comparison: Comparison, outputs: dict[str, str | None]) -> No
         sys.stdout.write(text)
     elif outputs["json"]:
         write_text_atomic(Path(outputs["json"]), text)
-    if outputs["markdown"]:
-        write_text_atomic(Path(outputs["markdown"]), comparison_markdown(comparison))
-    if outputs["junit"]:
-        write_text_atomic(Path(outputs["junit"]), comparison_junit(comparison))
-
-
-def _github(comparison: Comparison, console: Console) -> None:
-    """Annotations on the console's stream (GitHub reads workflow commands from the
-    step's output) and the Markdown appended to the step summary."""
-    from segeval.compare import comparison_annotations, comparison_markdown
-    from segeval.gates import append_step_summary
-
-    for line in comparison_annotations(comparison):
-        console.file.write(line + "\n")
-    append_step_summary(comparison_markdown(comparison))
+    write_ci_outputs(lambda: comparison_markdown(comparison),
+                     lambda: comparison_junit(comparison),
+                     lambda: comparison_annotations(comparison),
+                     markdown_path=outputs["markdown"], junit_path=outputs["junit"],
+                     github=github, stream=stream)
