@@ -20,6 +20,7 @@ from segeval.errors import UsageError
 from segeval.reduce import reduce_counts
 from segeval.report import CaseResult, Report
 from segeval.runner import Progress, default_workers, run_cases
+from segeval.sweep import sweep_block
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 
@@ -87,8 +88,9 @@ def evaluate(
            "tool_version": __version__,
            "seconds": round(time.perf_counter() - started, 3),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    sweep = sweep_block([r.counts for r in results], classes, config)
     return Report(config, classes, results, table, reduce_counts(table, config), run,
-                  pairing.unmatched_predictions, pairing.ignored_files)
+                  pairing.unmatched_predictions, pairing.ignored_files, sweep)
 
 
 def resolve_device(device: str, pairing: Pairing) -> str:

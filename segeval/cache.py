@@ -26,7 +26,7 @@ from segeval.report import CaseResult, write_text_atomic
 # Options that change a case's counts (the others act after counting: classes, names,
 # β, smoothing, empty rule, headline).
 COUNT_OPTIONS = ("threshold", "soft", "logits", "channel_axis", "multilabel", "ignore_index",
-                 "missing", "geometry", "geometry_tol", "max_voxels", "invalid")
+                 "missing", "geometry", "geometry_tol", "max_voxels", "invalid", "sweep")
 TRANSIENT = {errors.E_TIMEOUT, errors.E_WORKER_CRASHED, errors.E_INTERRUPTED,
              errors.E_INTERNAL}
 HASH_BLOCK = 1 << 20
@@ -102,18 +102,20 @@ def result_from_dict(data: dict[str, Any]) -> CaseResult:
 def counts_to_dict(counts: CaseCounts | None) -> dict[str, Any] | None:
     if counts is None:
         return None
+    sweep = None if counts.sweep is None else counts.sweep.tolist()
     if isinstance(counts, Confusion):
-        return {"kind": "confusion", **counts.to_dict()}
-    return {"kind": "channels", "soft": counts.soft, **counts.to_dict()}
+        return {"kind": "confusion", "sweep": sweep, **counts.to_dict()}
+    return {"kind": "channels", "soft": counts.soft, "sweep": sweep, **counts.to_dict()}
 
 
 def counts_from_dict(data: dict[str, Any] | None) -> CaseCounts | None:
     if data is None:
         return None
+    sweep = None if data.get("sweep") is None else np.asarray(data["sweep"], dtype=np.int64)
     if data["kind"] == "confusion":
         return Confusion(np.asarray(data["reference"], dtype=np.int64),
                          np.asarray(data["prediction"], dtype=np.int64),
-                         np.asarray(data["count"], dtype=np.int64))
+                         np.asarray(data["count"], dtype=np.int64), sweep=sweep)
     dtype = np.float64 if data["soft"] else np.int64
     tp, fp, fn, tn = (np.asarray(data[k], dtype=dtype) for k in ("tp", "fp", "fn", "tn"))
-    return ChannelCounts(tp, fp, fn, tn, soft=bool(data["soft"]))
+    return ChannelCounts(tp, fp, fn, tn, soft=bool(data["soft"]), sweep=sweep)

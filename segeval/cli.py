@@ -17,6 +17,7 @@ imported on the CPU path.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -86,8 +87,10 @@ def _make_command(headline_metric: str | None) -> Any:
         region: Annotated[list[str] | None, typer.Option(
             help="NAME=1,2,3: evaluate the union of labels as one class (repeatable).")]
         = None,
-        threshold: Annotated[float, typer.Option(
-            help="Probability maps: foreground where p > threshold.")] = 0.5,
+        threshold: Annotated[str, typer.Option(
+            help="Probability maps: foreground where p > threshold. A list (0.3,0.5,0.7) or "
+            "range (0.1:0.9:0.05) adds a sweep: every reduction at every threshold, in one "
+            "pass; the main results stay at 0.5.")] = "0.5",
         beta: Annotated[float, typer.Option(help="β of F-beta.")] = 1.0,
         smooth: Annotated[float, typer.Option(
             help="Add S to numerator and denominator: (num+S)/(den+S).")] = 0.0,
@@ -155,6 +158,7 @@ def _make_command(headline_metric: str | None) -> Any:
     ) -> None:
         try:
             parsed_labels = _parse_labels(labels)
+            main_threshold, sweep = _parse_threshold(threshold)
             names, file_regions = _parse_label_names(label_names)
             regions = {**file_regions, **_parse_regions(region or [])}
             from segeval.gates import parse_bars
@@ -167,7 +171,8 @@ def _make_command(headline_metric: str | None) -> Any:
             "labels": parsed_labels,
             "include_background": include_background,
             "ignore_index": ignore_index,
-            "threshold": threshold,
+            "threshold": main_threshold,
+            "sweep": sweep,
             "beta": beta,
             "smooth": smooth,
             "empty": empty,
@@ -430,6 +435,27 @@ def _parse_labels(text: str | None) -> list[int] | None:
     except ValueError:
         raise UsageError("E_USAGE", f"--labels {text!r}: expected integers such as 1,2,3") \
             from None
+
+
+def _parse_threshold(text: str) -> tuple[float, list[float]]:
+    """``0.5`` → (0.5, []); ``0.3,0.5`` or ``0.1:0.9:0.05`` → (0.5, the sweep)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if not step > 0:
+                raise ValueError
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            values = [round(start + i * step, 12) for i in range(max(count, 0))]
+        elif "," in text:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        else:
+            return float(text), []
+    except ValueError:
+        raise UsageError("E_USAGE", f"--threshold {text!r}: expected a number, a list "
+                         "such as 0.3,0.5,0.7 or a range START:STOP:STEP") from None
+    if not values:
+        raise UsageError("E_USAGE", f"--threshold {text!r}: the sweep is empty")
+    return 0.5, values
 
 
 def _parse_regions(items: list[str]) -> dict[str, list[int]]:

@@ -61,6 +61,8 @@ class EvalConfig:
     geometry: ``strict`` (shape, spacing, orientation and origin must agree within
         ``geometry_tol``), ``shape`` (voxel grids only) or ``off``; see segeval.geometry.
     max_voxels: a file announcing more voxels than this is refused before it is read.
+    sweep: thresholds at which probability maps are also evaluated (one pass per case); the
+        main results stay at ``threshold``.
     invalid: a case whose prediction is invalid is ``exclude``-d from every reduction, or
         also scored as an ``empty`` prediction (the grading default: a broken file must not
         be worth more than no file).  The case keeps its error either way.
@@ -87,6 +89,7 @@ class EvalConfig:
     geometry_tol: float = 1e-3
     max_voxels: int = 2**31
     invalid: InvalidRule = "exclude"
+    sweep: tuple[float, ...] = ()
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:
@@ -112,6 +115,10 @@ class EvalConfig:
             labels = normalised["labels"]
             assert isinstance(labels, (list, tuple, set, frozenset))
             normalised["labels"] = tuple(sorted({int(x) for x in labels}))
+        if normalised.get("sweep") is not None:
+            sweep = normalised["sweep"]
+            assert isinstance(sweep, (list, tuple))
+            normalised["sweep"] = tuple(sorted({float(t) for t in sweep}))
         config = cls(**normalised)  # type: ignore[arg-type]
         config.validate()
         return config
@@ -137,6 +144,13 @@ class EvalConfig:
             raise bad("geometry_tol", f"{self.geometry_tol} must be >= 0")
         if self.max_voxels < 1:
             raise bad("max_voxels", f"{self.max_voxels} must be positive")
+        if self.sweep:
+            if list(self.sweep) != sorted(set(self.sweep)) or len(self.sweep) > 1000:
+                raise bad("threshold", "a sweep needs at most 1000 increasing thresholds")
+            if not all(math.isfinite(t) and 0.0 <= t < 1.0 for t in self.sweep):
+                raise bad("threshold", "sweep thresholds must lie in [0, 1)")
+            if self.soft:
+                raise bad("threshold", "a threshold sweep and --soft exclude each other")
         if self.labels is not None and len(self.labels) == 0:
             raise bad("labels", "the list is empty")
         if self.labels is not None and any(x < 0 for x in self.labels):
@@ -168,6 +182,7 @@ class EvalConfig:
         data["labels"] = None if self.labels is None else list(self.labels)
         data["regions"] = {name: list(members) for name, members in self.regions}
         data["label_names"] = {str(k): v for k, v in self.label_names}
+        data["sweep"] = list(self.sweep)
         return data
 
     @classmethod
@@ -176,6 +191,7 @@ class EvalConfig:
         options = dict(data)
         if options.get("labels") is not None:
             options["labels"] = tuple(options["labels"])  # type: ignore[arg-type]
+        options["sweep"] = tuple(options.get("sweep") or ())  # type: ignore[arg-type]
         options["regions"] = dict(options.get("regions") or {})  # type: ignore[call-overload]
         options["label_names"] = dict(options.get("label_names") or {})  # type: ignore[call-overload]
         return cls.create(**options)

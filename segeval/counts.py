@@ -36,6 +36,7 @@ class Confusion:
     reference: np.ndarray  # int64 [P]
     prediction: np.ndarray  # int64 [P]
     count: np.ndarray  # int64 [P]
+    sweep: np.ndarray | None = None  # int64 [4, m, C]: TP/FP/FN/TN per threshold, channel
 
     @property
     def labels(self) -> set[int]:
@@ -86,6 +87,7 @@ class ChannelCounts:
     fn: np.ndarray
     tn: np.ndarray
     soft: bool = False
+    sweep: np.ndarray | None = None  # int64 [4, m, C]: TP/FP/FN/TN per threshold, channel
 
     @property
     def labels(self) -> set[int]:

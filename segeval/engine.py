@@ -90,6 +90,12 @@ class NumpyBackend:
         """``a > threshold`` decided exactly, whatever the float width of ``a``."""
         return exactly_above(a, threshold, a.dtype.type(threshold))
 
+    def sweep_counts(self, reference: np.ndarray, probability: np.ndarray,
+                     thresholds: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """Binary channels [C, ...] and probabilities [C, ...] → int64 [4, m, C]."""
+        return np.stack([sweep_channel(reference[c].astype(bool), probability[c], thresholds,
+                                       valid) for c in range(reference.shape[0])], axis=-1)
+
     def moveaxis0(self, a: np.ndarray, axis: int) -> np.ndarray:
         return np.moveaxis(a, axis, 0)
 
@@ -167,6 +173,33 @@ class NumpyBackend:
             sums += ((p * g).sum(axis=1), p.sum(axis=1), g.sum(axis=1))
         tp, fp, fn = sums[0], sums[1] - sums[0], sums[2] - sums[0]
         return ChannelCounts(tp, fp, fn, n_valid - tp - fp - fn, soft=True)
+
+
+def sweep_channel(reference: np.ndarray, probability: np.ndarray, thresholds: np.ndarray,
+                  valid: np.ndarray | None) -> np.ndarray:
+    """Counts of one binary channel at every threshold, in one pass: int64 [4, m] (TP, FP,
+    FN, TN).  ``b = #{t_j < p}`` per voxel (a sorted search), so ``p > t_j`` exactly when
+    ``j < b``; a histogram of ``b`` by reference value and suffix sums give every threshold,
+    each equal to thresholding at that value alone."""
+    m = len(thresholds)
+    ref = np.ravel(reference)
+    prob = np.ravel(probability)
+    mask = None if valid is None else np.ravel(valid)
+    hist = np.zeros(2 * (m + 1) + 1, dtype=np.int64)
+    for start in range(0, ref.size, CHUNK):
+        b = np.searchsorted(thresholds, prob[start:start + CHUNK], side="left")
+        index = ref[start:start + CHUNK].astype(np.int64) * (m + 1) + b
+        if mask is not None:
+            index = np.where(mask[start:start + CHUNK], index, 2 * (m + 1))  # a discard bin
+        hist += np.bincount(index, minlength=2 * (m + 1) + 1)
+    return counts_from_histogram(hist[:-1].reshape(2, m + 1))
+
+
+def counts_from_histogram(hist: np.ndarray) -> np.ndarray:
+    """[2, m+1] histogram of b by reference (0/1) → int64 [4, m] TP, FP, FN, TN."""
+    above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # voxels with b > j
+    tp, fp = above[1], above[0]
+    return np.stack([tp, fp, hist[1].sum() - tp, hist[0].sum() - fp])
 
 
 def exactly_above(a: Any, threshold: float, rounded: Any) -> Any:

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from segeval.counts import ChannelCounts, Confusion
-from segeval.engine import CHUNK, DENSE_BINS, _sparse_confusion, exactly_above
+from segeval.engine import (
+    CHUNK,
+    DENSE_BINS,
+    _sparse_confusion,
+    counts_from_histogram,
+    exactly_above,
+)
 from segeval.errors import UsageError
 
 GPU_CHUNK = CHUNK * 16  # GPUs have memory to spare; 64 Mi voxels per bincount
@@ -99,6 +105,21 @@ class TorchBackend:
     def above(self, a: torch.Tensor, threshold: float) -> torch.Tensor:
         """``a > threshold`` decided exactly, whatever the float width of ``a``."""
         return exactly_above(a, threshold, torch.tensor(threshold, dtype=a.dtype).item())
+
+    def sweep_counts(self, reference: torch.Tensor, probability: torch.Tensor,
+                     thresholds: np.ndarray, valid: torch.Tensor | None) -> np.ndarray:
+        """The same as NumpyBackend.sweep_counts: int64 [4, m, C]."""
+        m = len(thresholds)
+        edges = torch.as_tensor(thresholds, dtype=torch.float64, device=self.device)
+        out = []
+        for c in range(reference.shape[0]):
+            b = torch.searchsorted(edges, probability[c].reshape(-1).to(torch.float64))
+            index = reference[c].reshape(-1).to(torch.int64) * (m + 1) + b
+            if valid is not None:
+                index = torch.where(valid.reshape(-1), index, 2 * (m + 1))
+            hist = torch.bincount(index, minlength=2 * (m + 1) + 1).cpu().numpy()
+            out.append(counts_from_histogram(hist[:-1].reshape(2, m + 1)))
+        return np.stack(out, axis=-1)
 
     def moveaxis0(self, a: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.movedim(a, axis, 0)

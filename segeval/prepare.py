@@ -23,7 +23,10 @@ NaN or ±Inf anywhere in a prediction or reference is an error.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from segeval import errors
 from segeval.config import EvalConfig
@@ -61,8 +64,15 @@ def count_case(
             probability = backend.stack_complement(pred)
             return backend.soft_counts(backend.one_hot0(ref_labels, 2), probability,
                                        _valid(ref_labels, config))
-        return backend.confusion(ref_labels,
-                                 backend.to_labels(backend.above(pred, config.threshold)))
+        counts = backend.confusion(ref_labels,
+                                   backend.to_labels(backend.above(pred, config.threshold)))
+        if not config.sweep:
+            return counts
+        valid = _valid(ref_labels, config)
+        foreground = backend.sweep_counts(backend.one_hot0(ref_labels, 2)[1:], pred[None],
+                                          np.asarray(config.sweep), valid)
+        background = foreground[[3, 2, 1, 0]]  # binary: predicted 0 exactly where not 1
+        return replace(counts, sweep=np.concatenate([background, foreground], axis=-1))
     return backend.confusion(ref_labels, label_map(backend, pred, prediction_name))
 
 
@@ -130,10 +140,15 @@ def _count_channels(
     if config.soft:
         return backend.soft_counts(ref_channels, pred, valid)
     if config.multilabel:
-        binary = backend.above(pred, config.threshold) if backend.is_float(pred) else \
-            _binary_channels(
-            backend, pred, prediction_name)
-        return backend.channel_counts(ref_channels, binary, valid)
+        if not backend.is_float(pred):
+            return backend.channel_counts(ref_channels,
+                                          _binary_channels(backend, pred, prediction_name), valid)
+        counts = backend.channel_counts(ref_channels, backend.above(pred, config.threshold),
+                                        valid)
+        if not config.sweep:
+            return counts
+        return replace(counts, sweep=backend.sweep_counts(ref_channels, pred,
+                                                          np.asarray(config.sweep), valid))
     assert ref_labels is not None
     return backend.confusion(ref_labels, backend.argmax0(pred))
 

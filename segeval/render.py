@@ -44,6 +44,8 @@ def render(report: Report, console: Console, metrics: tuple[str, ...], per_class
         console.print(_class_table(data, metrics))
     else:
         console.print(_summary_table(data, metrics))
+    if data.get("sweep"):
+        console.print(sweep_table(data))
     headline = data["headline"]
     console.print(
         f"[bold]{headline['metric']} ({headline['reduction']}) = {fmt(headline['value'])}[/]"
@@ -182,3 +184,33 @@ def render_leaderboard(board: Any, console: Console) -> None:
                       fmt(row["score"]), *interval, fmt(row["n_missing"]),
                       fmt(row["n_failed"]), row["status"])
     console.print(table)
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """A compact curve: one block per threshold, scaled to [0, 1]; a space when undefined."""
+    return "".join(" " if v is None else SPARK[min(int(v * len(SPARK)), len(SPARK) - 1)]
+                   for v in values)
+
+
+def sweep_table(data: dict[str, Any]) -> Table:
+    sweep = data["sweep"]
+    metric = data["headline"]["metric"]
+    thresholds = sweep["thresholds"]
+    table = Table(title=f"Threshold sweep: {metric} at {len(thresholds)} thresholds "
+                  f"{thresholds[0]:g}…{thresholds[-1]:g} (main results at "
+                  f"{data['config']['threshold']:g}; best is reported, not applied)",
+                  title_justify="left")
+    for name in ("class", "best threshold", f"best {metric}", "curve"):
+        table.add_column(name, justify="left" if name in ("class", "curve") else "right")
+    names = {c["key"]: c["name"] for c in data["classes"]}
+    rows = [(names.get(key, key) if names.get(key, key) == key else f"{key} {names[key]}",
+             block["best"], block["pooled"][metric])
+            for key, block in sweep["per_class"].items()]
+    rows += [(name, block["best"], block[metric]) for name, block in sweep["summary"].items()]
+    for label, best, curve in rows:
+        threshold = "—" if best["threshold"] is None else f"{best['threshold']:g}"
+        table.add_row(label, threshold, fmt(best["value"]), sparkline(curve))
+    return table

@@ -62,6 +62,7 @@ class Report:
     run: dict[str, Any] = field(default_factory=dict)
     unmatched_predictions: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    sweep: dict[str, Any] | None = None
 
     @property
     def headline(self) -> float:
@@ -121,6 +122,8 @@ class Report:
             "unmatched_predictions": self.unmatched_predictions,
             "ignored_files": self.ignored_files,
         }
+        if self.sweep is not None:
+            data["sweep"] = self.sweep
         return data
 
     def _case_dict(self, index: int, case: CaseResult, keys: list[str]) -> dict[str, Any]:
