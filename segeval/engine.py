@@ -178,21 +178,46 @@ class NumpyBackend:
 def sweep_channel(reference: np.ndarray, probability: np.ndarray, thresholds: np.ndarray,
                   valid: np.ndarray | None) -> np.ndarray:
     """Counts of one binary channel at every threshold, in one pass: int64 [4, m] (TP, FP,
-    FN, TN).  ``b = #{t_j < p}`` per voxel (a sorted search), so ``p > t_j`` exactly when
-    ``j < b``; a histogram of ``b`` by reference value and suffix sums give every threshold,
-    each equal to thresholding at that value alone."""
+    FN, TN).  ``b = #{t_j < p}`` per voxel, so ``p > t_j`` exactly when ``j < b``; a
+    histogram of ``b`` by reference value and suffix sums give every threshold, each equal
+    to thresholding at that value alone.
+
+    ``b`` is computed in the probabilities' own float type against ``edges``, the smallest
+    values of that type above each threshold (``p > t`` ⇔ ``p >= edge``), by summing
+    comparisons for up to 63 thresholds (uint8, several times faster than a sorted search)
+    and by a sorted search beyond.
+    """
     m = len(thresholds)
     ref = np.ravel(reference)
     prob = np.ravel(probability)
+    if not np.issubdtype(prob.dtype, np.floating):
+        prob = prob.astype(np.float64)
+    edges = strict_edges(thresholds, prob.dtype)
     mask = None if valid is None else np.ravel(valid)
+    small = m <= 63
     hist = np.zeros(2 * (m + 1) + 1, dtype=np.int64)
     for start in range(0, ref.size, CHUNK):
-        b = np.searchsorted(thresholds, prob[start:start + CHUNK], side="left")
-        index = ref[start:start + CHUNK].astype(np.int64) * (m + 1) + b
+        chunk = prob[start:start + CHUNK]
+        if small:
+            b = np.zeros(chunk.shape, dtype=np.uint8)
+            for edge in edges:
+                b += chunk >= edge
+            index = ref[start:start + CHUNK].astype(np.uint8) * np.uint8(m + 1) + b
+        else:
+            b = np.searchsorted(edges, chunk, side="right")
+            index = ref[start:start + CHUNK].astype(np.int64) * (m + 1) + b
         if mask is not None:
             index = np.where(mask[start:start + CHUNK], index, 2 * (m + 1))  # a discard bin
         hist += np.bincount(index, minlength=2 * (m + 1) + 1)
     return counts_from_histogram(hist[:-1].reshape(2, m + 1))
+
+
+def strict_edges(thresholds: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """For each threshold t, the smallest value e of ``dtype`` with e > t, so that for data
+    of that type ``p > t`` is exactly ``p >= e``."""
+    rounded = np.asarray(thresholds, dtype=np.float64).astype(dtype)
+    up = np.nextafter(rounded, np.asarray(np.inf, dtype=dtype))
+    return np.where(rounded.astype(np.float64) > thresholds, rounded, up).astype(dtype)
 
 
 def counts_from_histogram(hist: np.ndarray) -> np.ndarray:
