@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from segeval import __version__, errors
 from segeval.cache import CountCache
 from segeval.cases import Pairing, pair_inputs
 from segeval.config import EvalConfig
-from segeval.counts import ClassSpec, CountTable
+from segeval.counts import ClassSpec, Confusion, CountTable
 from segeval.errors import UsageError
 from segeval.reduce import reduce_counts
 from segeval.report import CaseResult, Report
@@ -168,9 +170,24 @@ def reject_unexpected_labels(results: list[CaseResult], config: EvalConfig) -> N
             continue
         unexpected = sorted(result.counts.evaluated_labels(config.ignore_index) - allowed)
         if unexpected:
+            sides = labels_by_side(result.counts, config.ignore_index)
+            where = "; ".join(
+                f"{name}: labels {sorted(found - allowed)}"
+                for name, found in ((result.reference, sides[0]),
+                                    (result.prediction or "prediction", sides[1]))
+                if found - allowed)
             result.status, result.error_code = "error", errors.E_UNEXPECTED_LABEL
-            where = result.prediction or result.reference
-            result.message = (f"{where}: labels {unexpected} "
-                              f"found, expected only {sorted(allowed)} (declare every label of the "
-                              "dataset with --labels or --label-names)")
+            result.message = (f"{where} not declared; expected only {sorted(allowed)} "
+                              "(declare every label of the dataset with --labels or "
+                              "--label-names)")
             result.counts = None
+
+
+def labels_by_side(counts: Any, ignore_index: int | None) -> tuple[set[int], set[int]]:
+    """Labels present in the reference and in the prediction (evaluated voxels only)."""
+    if not isinstance(counts, Confusion):
+        everything = counts.evaluated_labels(ignore_index)
+        return everything, everything
+    kept = counts.reference != ignore_index if ignore_index is not None else slice(None)
+    return ({int(x) for x in np.unique(counts.reference[kept])},
+            {int(x) for x in np.unique(counts.prediction[kept])})

@@ -424,7 +424,7 @@ def exit_code(report: Any, bar_results: list[Any], err: Any,
 def _stderr() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message
 
 
 def _parse_labels(text: str | None) -> list[int] | None:

@@ -204,8 +204,8 @@ def sweep_channel(reference: np.ndarray, probability: np.ndarray, thresholds: np
                 b += chunk >= edge
             index = ref[start:start + CHUNK].astype(np.uint8) * np.uint8(m + 1) + b
         else:
-            b = np.searchsorted(edges, chunk, side="right")
-            index = ref[start:start + CHUNK].astype(np.int64) * (m + 1) + b
+            above = np.searchsorted(edges, chunk, side="right")
+            index = ref[start:start + CHUNK].astype(np.int64) * (m + 1) + above
         if mask is not None:
             index = np.where(mask[start:start + CHUNK], index, 2 * (m + 1))  # a discard bin
         hist += np.bincount(index, minlength=2 * (m + 1) + 1)

@@ -90,16 +90,17 @@ def evaluate_cases(cases: list[CaseSource], config: EvalConfig, device: str, fro
                    case_timeout: float | None = None) -> list[CaseResult]:
     """Evaluate every case; the list is in the order of ``cases``.
 
-    On the CPU, cases run in supervised worker processes when there are enough of them, or
-    whenever ``case_timeout`` is set: a case that runs too long or kills its process is
-    recorded (``E_TIMEOUT``, ``E_WORKER_CRASHED``) and the run goes on.  Ctrl-C stops the
+    On the CPU, files are always read in supervised worker processes (one for a small run,
+    ``workers`` for four cases or more): a case that runs past ``case_timeout`` or kills its
+    process is recorded (``E_TIMEOUT``, ``E_WORKER_CRASHED``) and the run goes on.  Ctrl-C stops the
     run; finished cases are kept and the rest are recorded as ``E_INTERRUPTED``.
     """
     pooled = from_files and workers > 1 and len(cases) >= MIN_CASES_FOR_POOL
     if device == "cpu":
-        if from_files and (pooled or case_timeout is not None):
+        if from_files:  # even one case: a decoder crash must not take the run down
             job = _CaseJob(config, from_files)
-            with SupervisedPool(job, min(workers, len(cases)), case_timeout) as pool:
+            processes = min(workers, len(cases)) if pooled else 1
+            with SupervisedPool(job, processes, case_timeout) as pool:
                 outcomes = pool.map(cases)
                 named = (_from_failure(case, outcome)
                          for case, outcome in zip(cases, outcomes, strict=True))

@@ -12,6 +12,7 @@ that both paths give identical arrays.
 
 from __future__ import annotations
 
+import gzip
 import math
 import zlib
 from io import BytesIO
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - depends on the platform's wheels
 HEADER_SIZE = 348
 GZIP_WBITS = 31  # gzip container
 FAST_KINDS = "biuf"  # bool, signed, unsigned, float
+EXTENSION_LIMIT = 1 << 24  # header extensions read before the data (16 MiB)
 TRAILING_LIMIT = 1 << 16  # bytes tolerated after the data (harmless padding); more is refused
 
 
@@ -49,11 +51,30 @@ def probe(path: Path) -> Header:
 
 
 def read(path: Path) -> Mask:
-    if path.name.lower().endswith(".gz"):
-        mask = _read_gzip_fast(path)
-        if mask is not None:
-            return mask
-    return read_with_nibabel(path)
+    if not path.name.lower().endswith(".gz"):
+        return read_with_nibabel(path)
+    mask = _read_gzip_fast(path)
+    if mask is None:
+        mask = read_with_nibabel(path)
+        header: Any = nib.load(str(path)).header
+        announced = max(int(header.get_data_offset()), int(header.sizeof_hdr) + 4) + \
+            math.prod(header.get_data_shape()) * header.get_data_dtype().itemsize
+        check_inflated_size(path, announced)
+    return mask
+
+
+def check_inflated_size(path: Path, announced: int) -> None:
+    """Refuse a .gz that inflates (over all its gzip members) to more than its header
+    announces, counting in bounded chunks: memory stays flat whatever the file holds."""
+    total = 0
+    with gzip.open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            total += len(block)
+            if total > announced + TRAILING_LIMIT:
+                raise CaseError(errors.E_UNREADABLE,
+                                f"the compressed data holds more than the {announced} bytes "
+                                "its header announces (refused without inflating the rest)",
+                                path, "write the file again; it may be corrupt or hostile")
 
 
 def read_with_nibabel(path: Path) -> Mask:
@@ -89,6 +110,11 @@ def _read_gzip_fast(path: Path) -> Mask | None:
             or not shape or min(shape) <= 0):
         return None
     n_bytes = math.prod(shape) * dtype.itemsize
+    if offset - HEADER_SIZE > EXTENSION_LIMIT:
+        raise CaseError(errors.E_UNREADABLE,
+                        f"{offset - HEADER_SIZE} bytes of header extensions before the data "
+                        f"(at most {EXTENSION_LIMIT} are read)", path,
+                        "a label mask needs no large extensions; write it again without them")
     wanted = offset - HEADER_SIZE + n_bytes
     try:
         # Bounded: never inflate more than the header announces (a bomb stays compressed).
@@ -106,6 +132,8 @@ def _read_gzip_fast(path: Path) -> Mask | None:
         surplus = inflater.decompress(inflater.unconsumed_tail, TRAILING_LIMIT + 1)
     except Exception:
         surplus = b""
+    if inflater.eof and inflater.unused_data:  # more gzip members follow the data
+        check_inflated_size(path, offset + n_bytes)
     if len(surplus) > TRAILING_LIMIT:
         raise CaseError(errors.E_UNREADABLE,
                         f"the compressed data holds more than the {n_bytes} bytes its header "

@@ -1,0 +1,466 @@
+"""Pictures of failures: the worst cases of each class drawn as TP/FP/FN colours.
+
+A renderer: it reads a report (the dict of :meth:`segeval.report.Report.to_dict`), picks
+cases from the numbers already in it, and re-reads only those cases' files to draw them.
+
+Rules (documented in ``docs/report.md``):
+
+* **Which cases.**  For each class, the ``worst`` cases with the lowest per-case ``metric``
+  (``cases[i].metrics[class][metric]``); undefined (null) values are never picked; ties go
+  to the case id in sorting order.
+* **What is drawn.**  The class's voxels interpreted as when counting: a label map's labels
+  (a class unites its labels), a probability map at ``p > threshold`` (after the sigmoid
+  with ``logits: sigmoid``), channel layouts by argmax or, with ``multilabel``, per channel.
+  A case scored as an empty prediction (``--missing empty``, ``--invalid empty``) is drawn
+  with an empty prediction.  Voxels whose reference is the ignore index are not coloured.
+  Soft counts (``--soft``) are drawn at the threshold; the numbers in the picture are
+  always the report's.
+* **Which slices** (3-D).  Along each array axis, the slice holding the most error voxels
+  (FP + FN of the class); ties go to the lowest index.  Without any error, the slice with
+  the most reference-or-prediction voxels; in an empty volume, the middle slice.
+* **Orientation.**  Volumes are turned to RAS with their affine (nearest axis permutation
+  and flips; none for formats without geometry, whose index order is taken as RAS) and
+  drawn in the radiological convention: axial and coronal with the patient's right on the
+  picture's left, sagittal with anterior on the left, superior (coronal, sagittal) and
+  anterior (axial) at the top.  2-D images are drawn as stored, row 0 at the top.  Pixels
+  keep the voxel spacing's aspect ratio.
+* **Colours.**  TP green, FP red, FN blue (:data:`COLOURS`), blended with alpha
+  :data:`ALPHA` over the image (when ``images_dir`` holds one for the case, windowed to its
+  1st-99th percentile) or over a neutral grey (:data:`GREY`).
+* **Files.**  ``<out_dir>/<case_id>__<class_key>__<view>.png`` with view ``axial``,
+  ``coronal``, ``sagittal`` or ``2d``; ids and keys are reduced to ``[A-Za-z0-9._-]``, and a
+  name that had to change gets a short hash of the original, so that names never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segeval.errors import CaseError
+from segeval.io import case_id, format_suffix, read_mask
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "TP": (0.0, 0.8, 0.0),  # green: reference and prediction
+    "FP": (1.0, 0.1, 0.1),  # red: prediction only
+    "FN": (0.1, 0.4, 1.0),  # blue: reference only
+}
+ALPHA = 0.6
+GREY = 0.3  # the neutral background without an image
+VIEWS_3D = (("axial", 2), ("coronal", 1), ("sagittal", 0))  # view, RAS axis held fixed
+DPI = 100
+HEADER_PX = 62  # three lines of text above the image
+FOOTER_PX = 30  # the legend below it
+MIN_WIDTH_PX = 420
+TARGET_PX = (320, 640)  # the image's long side is zoomed into this range when possible
+IMAGE_CHANNEL_SUFFIX = "_0000"  # nnU-Net's first input channel
+
+
+class OverlayWarning(UserWarning):
+    """A case could not be drawn (its files changed or cannot be read); the others are."""
+
+
+@dataclass(frozen=True)
+class Plane:
+    """One 2-D picture's data, oriented for display (row 0 at the top)."""
+
+    view: str
+    index: int | None  # the slice index along ``axis`` of the file's array (3-D only)
+    axis: int | None
+    reference: np.ndarray  # bool [rows, cols]
+    prediction: np.ndarray  # bool [rows, cols]
+    evaluated: np.ndarray  # bool [rows, cols]
+    background: np.ndarray | None  # float [rows, cols] or [rows, cols, 3] in [0, 1]
+    spacing: tuple[float, float]  # (row, column) pixel size
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Pixel geometry of one written PNG: figure size and where the image sits in it."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    image_width: int
+    image_height: int
+
+    def pixel(self, row: float, col: float, shape: tuple[int, int]) -> tuple[int, int]:
+        """The PNG pixel (y, x) at the centre of image pixel (row, col)."""
+        y = self.top + (row + 0.5) * self.image_height / shape[0]
+        x = self.left + (col + 0.5) * self.image_width / shape[1]
+        return int(y), int(x)
+
+
+# ----------------------------------------------------------------------------- selection
+
+def worst_cases(report: Mapping[str, Any], class_key: str, metric: str = "dice",
+                worst: int = 5) -> list[Mapping[str, Any]]:
+    """The ``worst`` scored cases with the lowest defined per-case ``metric`` of a class
+    (ties: case id order)."""
+    scored = [case for case in report["cases"]
+              if _case_value(case, class_key, metric) is not None]
+    scored.sort(key=lambda case: (_case_value(case, class_key, metric), case["id"]))
+    return scored[:max(worst, 0)]
+
+
+def _case_value(case: Mapping[str, Any], class_key: str, metric: str) -> float | None:
+    value = (case.get("metrics") or {}).get(class_key, {}).get(metric)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else float(value)
+
+
+# ----------------------------------------------------------------------------- masks
+
+def class_masks(prediction: np.ndarray | None, reference: np.ndarray,
+                labels: Sequence[int], config: Mapping[str, Any]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean (reference, prediction, evaluated) voxels of one class, with the counting
+    rules of the report's ``config`` (see the module docstring).  ``prediction=None`` is an
+    empty prediction."""
+    channel_axis = config.get("channel_axis")
+    axis = 0 if channel_axis is None else int(channel_axis)
+    multilabel = bool(config.get("multilabel"))
+    threshold = float(config.get("threshold", 0.5))
+    sigmoid = config.get("logits") == "sigmoid"
+    ignore_index = config.get("ignore_index")
+    spatial_ndim = reference.ndim
+    if channel_axis is not None and prediction is not None:
+        spatial_ndim = prediction.ndim - 1
+
+    def as_class(array: np.ndarray, has_channels: bool) -> np.ndarray:
+        if has_channels:
+            channels = np.moveaxis(array, axis, 0)
+            if multilabel:
+                picked = [_foreground(channels[c], threshold, sigmoid) if c < len(channels)
+                          else np.zeros(channels.shape[1:], bool) for c in labels]
+                return np.logical_or.reduce(picked)
+            return np.isin(np.argmax(channels, axis=0), labels)
+        if array.dtype.kind == "f" and not _whole(array):  # a probability map of label 1
+            foreground = _foreground(array, threshold, sigmoid)
+            return foreground if 1 in labels else np.zeros(array.shape, dtype=bool)
+        return np.isin(array, labels)
+
+    ref_has_channels = channel_axis is not None and reference.ndim == spatial_ndim + 1
+    ref = as_class(reference, ref_has_channels)
+    if prediction is None:
+        pred = np.zeros(ref.shape, dtype=bool)
+    else:
+        pred = as_class(prediction, channel_axis is not None)
+    evaluated = np.ones(ref.shape, dtype=bool)
+    if ignore_index is not None and not ref_has_channels:
+        evaluated = reference != ignore_index
+    return ref & evaluated, pred & evaluated, evaluated
+
+
+def _whole(array: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(array)) and np.all(array == np.round(array)))
+
+
+def _foreground(array: np.ndarray, threshold: float, sigmoid: bool) -> np.ndarray:
+    if array.dtype.kind != "f":
+        return array != 0
+    values = array.astype(np.float64)
+    if sigmoid:
+        values = 1.0 / (1.0 + np.exp(-values))
+    return values > threshold
+
+
+# ----------------------------------------------------------------------------- slices
+
+def error_slices(reference: np.ndarray, prediction: np.ndarray) -> tuple[int, ...]:
+    """For each axis, the slice index with the most error voxels (FP + FN).
+
+    Ties go to the lowest index.  Without any error voxel, the slice with the most voxels
+    in the reference or the prediction; in an empty volume, the middle slice.
+    """
+    error = reference != prediction
+    either = reference | prediction
+    chosen = []
+    for axis in range(reference.ndim):
+        others = tuple(a for a in range(reference.ndim) if a != axis)
+        for weights in (error, either):
+            per_slice = weights.sum(axis=others)
+            if per_slice.any():
+                chosen.append(int(np.argmax(per_slice)))  # argmax: first of the maxima
+                break
+        else:
+            chosen.append(reference.shape[axis] // 2)
+    return tuple(chosen)
+
+
+def ras_axes(affine: np.ndarray | None) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """For each RAS world axis, the array axis nearest to it and whether it runs backwards.
+
+    Identity (``(0, 1, 2), (False,)*3``) when there is no affine or it is degenerate.
+    """
+    identity = ((0, 1, 2), (False, False, False))
+    if affine is None:
+        return identity
+    rotation = np.asarray(affine, dtype=np.float64)[:3, :3]
+    world_of = np.argmax(np.abs(rotation), axis=0)  # world axis of each array axis
+    if sorted(world_of.tolist()) != [0, 1, 2]:
+        return identity
+    array_of = tuple(int(a) for a in np.argsort(world_of))
+    flipped = tuple(bool(rotation[w, array_of[w]] < 0) for w in range(3))
+    return array_of, flipped
+
+
+def volume_planes(reference: np.ndarray, prediction: np.ndarray, evaluated: np.ndarray,
+                  background: np.ndarray | None, spacing: Sequence[float],
+                  affine: np.ndarray | None) -> list[Plane]:
+    """The axial, coronal and sagittal planes through the slices of :func:`error_slices`,
+    oriented in the radiological convention (module docstring)."""
+    slices = error_slices(reference, prediction)
+    array_of, flipped = ras_axes(affine)
+    planes = []
+    for view, world in VIEWS_3D:
+        axis = array_of[world]
+        col_world, row_world = (w for w in range(3) if w != world)  # RAS order
+
+        def cut(volume: np.ndarray, axis: int = axis, col_world: int = col_world,
+                row_world: int = row_world) -> np.ndarray:
+            plane = np.take(volume, slices[axis], axis=axis)
+            rest = [a for a in range(3) if a != axis]  # the array axes left in ``plane``
+            plane = np.moveaxis(plane, [rest.index(array_of[row_world]),
+                                        rest.index(array_of[col_world])], [0, 1])
+            # RAS → display: row 0 the most superior (anterior), column 0 the most right
+            # (anterior): flip an axis whose index runs towards +world
+            flips = tuple(d for d, w in ((0, row_world), (1, col_world)) if not flipped[w])
+            return np.flip(plane, flips) if flips else plane
+
+        planes.append(Plane(
+            view=view, index=slices[axis], axis=axis,
+            reference=cut(reference), prediction=cut(prediction), evaluated=cut(evaluated),
+            background=None if background is None else cut(background),
+            spacing=(float(spacing[array_of[row_world]]), float(spacing[array_of[col_world]])),
+        ))
+    return planes
+
+
+def image_planes(reference: np.ndarray, prediction: np.ndarray, evaluated: np.ndarray,
+                 background: np.ndarray | None, spacing: Sequence[float],
+                 affine: np.ndarray | None) -> list[Plane]:
+    """The planes to draw for one case: one for a 2-D image, three for a volume."""
+    if reference.ndim == 3:
+        return volume_planes(reference, prediction, evaluated, background, spacing, affine)
+    return [Plane("2d", None, None, reference, prediction, evaluated, background,
+                  (float(spacing[0]), float(spacing[1])))]
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def overlay_rgb(reference: np.ndarray, prediction: np.ndarray,
+                background: np.ndarray | None = None,
+                evaluated: np.ndarray | None = None) -> np.ndarray:
+    """The picture's pixels, uint8 [rows, cols, 3]: TP/FP/FN colours blended with
+    :data:`ALPHA` over ``background`` (grey [rows, cols] or RGB [rows, cols, 3] in [0, 1];
+    :data:`GREY` when None).  Pixels outside ``evaluated`` keep the background."""
+    shape = reference.shape
+    if background is None:
+        base = np.full((*shape, 3), GREY)
+    elif background.ndim == 2:
+        base = np.repeat(background[..., None], 3, axis=2).astype(np.float64)
+    else:
+        base = background[..., :3].astype(np.float64)
+    out = base.copy()
+    inside = np.ones(shape, bool) if evaluated is None else evaluated
+    for name, where in (("TP", reference & prediction), ("FP", ~reference & prediction),
+                        ("FN", reference & ~prediction)):
+        where = where & inside
+        out[where] = (1 - ALPHA) * base[where] + ALPHA * np.asarray(COLOURS[name])
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def legend_colour(name: str) -> tuple[float, float, float]:
+    """A class colour as it appears over the grey background (for the legend)."""
+    r, g, b = ((1 - ALPHA) * GREY + ALPHA * c for c in COLOURS[name])
+    return r, g, b
+
+
+def pixel_scale(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """Display pixels per unit of spacing (mm) for every picture of a case, so that its
+    views share one scale: the smallest voxel side is one pixel, zoomed (by a whole factor
+    when enlarging) until the case's longest extent falls into :data:`TARGET_PX`."""
+    unit = min(spacing)
+    long_side = max(n * s for n, s in zip(shape, spacing, strict=True)) / unit
+    zoom = 1.0
+    if long_side < TARGET_PX[0]:
+        zoom = float(math.floor(TARGET_PX[0] / long_side)) or 1.0
+    elif long_side > TARGET_PX[1]:
+        zoom = TARGET_PX[1] / long_side
+    return zoom / unit
+
+
+def layout(shape: tuple[int, int], spacing: tuple[float, float], scale: float) -> Layout:
+    """Figure and image size in pixels: the image is ``scale`` pixels per unit of spacing
+    in both directions, so it keeps the voxels' aspect ratio."""
+    rows, cols = shape
+    image_height = max(1, round(rows * spacing[0] * scale))
+    image_width = max(1, round(cols * spacing[1] * scale))
+    fig_width = max(image_width, MIN_WIDTH_PX)
+    return Layout(width=fig_width, height=HEADER_PX + image_height + FOOTER_PX,
+                  left=(fig_width - image_width) // 2, top=HEADER_PX,
+                  image_width=image_width, image_height=image_height)
+
+
+def draw_plane(plane: Plane, lines: Sequence[str], path: Path, scale: float) -> Layout:
+    """Write one PNG: up to three ``lines`` of text on top (the first in bold), the
+    picture, the legend below.  Returns where the picture lies in the PNG."""
+    from segeval.html import require_matplotlib
+
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    rgb = overlay_rgb(plane.reference, plane.prediction, plane.background, plane.evaluated)
+    box = layout(plane.reference.shape, plane.spacing, scale)
+    figure = Figure(figsize=(box.width / DPI, box.height / DPI), dpi=DPI, facecolor="white")
+    axes = figure.add_axes((box.left / box.width, FOOTER_PX / box.height,
+                            box.image_width / box.width, box.image_height / box.height))
+    axes.imshow(rgb, interpolation="nearest", resample=False, aspect="auto",
+                origin="upper")
+    axes.set_axis_off()
+    text: dict[str, Any] = {"parse_math": False, "ha": "center", "va": "top", "fontsize": 9}
+    for number, line in enumerate(lines[:3]):
+        figure.text(0.5, 1 - (4 + 19 * number) / box.height, line,
+                    fontweight="bold" if number == 0 else "normal", **text)
+    handles = [Patch(facecolor=legend_colour(name), edgecolor="none", label=label)
+               for name, label in (("TP", "TP (both)"), ("FP", "FP (prediction only)"),
+                                   ("FN", "FN (reference only)"))]
+    figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8,
+                  handlelength=1.2, borderaxespad=0.2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    return box
+
+
+# ----------------------------------------------------------------------------- files
+
+def safe_name(text: str) -> str:
+    """``text`` reduced to ``[A-Za-z0-9._-]`` (no leading dot); a changed name gets the
+    first 8 hex digits of the original's SHA-1 so that two names never collide."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".") or "_"
+    if cleaned != text:
+        cleaned = f"{cleaned[:80]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return cleaned
+
+
+def find_image(images_dir: Path, case: str) -> Path | None:
+    """The image of a case: a file whose case id is ``case`` or ``case_0000``."""
+    wanted = {case, case + IMAGE_CHANNEL_SUFFIX}
+    matches = sorted(p for p in images_dir.iterdir()
+                     if not p.name.startswith(".") and p.is_file()
+                     and format_suffix(p.name) and case_id(p.name) in wanted)
+    matches.sort(key=lambda p: case_id(p.name) != case)  # the exact id first
+    return matches[0] if matches else None
+
+
+def read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """An image scaled to [0, 1] (1st-99th percentile window), grey [*shape] or RGB
+    [*shape, 3]; None when its grid is not the mask's."""
+    if path.name.lower().endswith(".png"):
+        from PIL import Image
+
+        with Image.open(path) as picture:
+            array = np.asarray(picture.convert("RGB" if picture.mode in ("RGB", "RGBA", "P")
+                                               else "F"), dtype=np.float64)
+    else:
+        array = np.asarray(read_mask(path).array, dtype=np.float64)
+    if array.ndim == len(shape) + 1 and array.shape[-1] not in (3, 4):
+        array = array[..., 0]  # a channel axis: the first channel
+    if tuple(array.shape[:len(shape)]) != tuple(shape):
+        return None
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return None
+    low, high = np.percentile(finite, [1, 99])
+    scale = high - low if high > low else 1.0
+    return np.clip((np.nan_to_num(array, nan=low) - low) / scale, 0, 1)
+
+
+def write_overlays(report: Mapping[str, Any], out_dir: Path, *, images_dir: Path | None = None,
+                   worst: int = 5, metric: str = "dice") -> dict[str, list[tuple[str, str]]]:
+    """Draw the ``worst`` cases of every class by per-case ``metric``.
+
+    Returns ``{case_id: [(caption, png_path), ...]}`` in class order, then from the worst
+    case up (the order :func:`segeval.html.render_html` shows them in).  Each selected case
+    is read once (its prediction and reference with :func:`segeval.io.read_mask`, and its
+    image from ``images_dir``).  A case whose files can no longer be read is left out with
+    an :class:`OverlayWarning`.
+    """
+    out_dir = Path(out_dir)
+    classes = {c["key"]: c for c in report["classes"]}
+    chosen: dict[str, list[str]] = {}  # case id → class keys, in selection order
+    cases_by_id = {case["id"]: case for case in report["cases"]}
+    for key in classes:
+        for case in worst_cases(report, key, metric, worst):
+            chosen.setdefault(case["id"], []).append(key)
+    drawn: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for case_name, keys in chosen.items():
+        case = cases_by_id[case_name]
+        try:
+            pictures = _draw_case(case, [classes[k] for k in keys], report["config"], out_dir,
+                                  images_dir, metric)
+        except CaseError as exc:
+            warnings.warn(f"no overlay for case {case_name!r}: {exc.message}", OverlayWarning,
+                          stacklevel=2)
+            continue
+        for key, items in pictures.items():
+            drawn[(case_name, key)] = items
+    result: dict[str, list[tuple[str, str]]] = {}
+    for key in classes:  # class order, worst first
+        for case in worst_cases(report, key, metric, worst):
+            if (case["id"], key) in drawn:
+                result.setdefault(case["id"], []).extend(drawn[(case["id"], key)])
+    return result
+
+
+def _draw_case(case: Mapping[str, Any], classes: list[Mapping[str, Any]],
+               config: Mapping[str, Any], out_dir: Path, images_dir: Path | None,
+               metric: str) -> dict[str, list[tuple[str, str]]]:
+    reference = read_mask(case["reference"])
+    empty_prediction = case["status"] != "ok" or case.get("prediction") is None
+    prediction = None if empty_prediction else read_mask(case["prediction"]).array
+    image_path = None if images_dir is None else find_image(Path(images_dir), case["id"])
+    pictures: dict[str, list[tuple[str, str]]] = {}
+    for spec in classes:
+        ref, pred, evaluated = class_masks(prediction, reference.array, spec["labels"], config)
+        background = None if image_path is None else read_image(image_path, ref.shape)
+        title = f"case {case['id']} · class {spec['key']}"
+        if spec["name"] != spec["key"]:
+            title += f" {spec['name']}"
+        scores = case_scores(case["metrics"][spec["key"]], metric)
+        if empty_prediction:
+            scores += " · scored as an empty prediction"
+        items = []
+        scale = pixel_scale(ref.shape, reference.spacing[:ref.ndim])
+        for plane in image_planes(ref, pred, evaluated, background, reference.spacing,
+                                  reference.affine):
+            where = plane.view if plane.index is None else \
+                f"{plane.view}: slice {plane.index} of array axis {plane.axis}"
+            path = out_dir / (f"{safe_name(case['id'])}__{safe_name(spec['key'])}__"
+                              f"{plane.view}.png")
+            draw_plane(plane, (title, scores, where), path, scale)
+            items.append((f"{title} · {where} · {scores}", str(path)))
+        pictures[spec["key"]] = items
+    return pictures
+
+
+def case_scores(values: Mapping[str, Any], metric: str) -> str:
+    """``dice 0.7500 · TP 3 · FP 1 · FN 1`` from one ``cases[i].metrics[class]`` entry."""
+    value = values.get(metric)
+    text = f"{metric} {'—' if value is None else f'{value:.4f}'}"
+    for name in ("tp", "fp", "fn"):
+        count = values[name]
+        text += f" · {name.upper()} {count:.2f}" if isinstance(count, float) and \
+            not count.is_integer() else f" · {name.upper()} {int(count)}"
+    return text
