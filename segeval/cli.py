@@ -117,6 +117,14 @@ def _make_command(headline_metric: str | None) -> Any:
             help="A bar, repeatable; exit 1 when any is missed: 0.85 (the headline score), "
             "dice=0.85, iou:micro=0.7, dice:tumour=0.6 (a class, pooled), "
             "dice:2:mean=0.6 (a class, case mean).")] = None,
+        html_path: Annotated[str | None, typer.Option(
+            "--html", help="Write a self-contained HTML report here (needs segeval[report]).")]
+        = None,
+        overlays_dir: Annotated[Path | None, typer.Option(
+            "--overlays", help="Write PNGs of the worst cases per class here.")] = None,
+        images_dir: Annotated[Path | None, typer.Option(
+            "--images", help="Images to draw under the overlays, paired by case id.")] = None,
+        worst: Annotated[int, typer.Option(help="Cases per class for --overlays.")] = 5,
         export: Annotated[tuple[str, str] | None, typer.Option(
             help="KIND PATH: also write the results as nnU-Net's summary.json (nnunet) or a "
             "Grand Challenge metrics.json (grand-challenge).", show_default=False)] = None,
@@ -159,6 +167,12 @@ def _make_command(headline_metric: str | None) -> Any:
         try:
             parsed_labels = _parse_labels(labels)
             main_threshold, sweep = _parse_threshold(threshold)
+            if worst < 0:
+                raise UsageError("E_USAGE", f"--worst {worst}: must be >= 0")
+            if html_path or overlays_dir:
+                from segeval.html import require_matplotlib
+
+                require_matplotlib()  # before any case is read
             names, file_regions = _parse_label_names(label_names)
             regions = {**file_regions, **_parse_regions(region or [])}
             from segeval.gates import parse_bars
@@ -200,6 +214,8 @@ def _make_command(headline_metric: str | None) -> Any:
                    csv_path=csv_path, per_class=per_class, per_case=per_case,
                    bars=bars, ci={"markdown_path": markdown_path, "junit_path": junit_path,
                                   "github": github}, export=export,
+                   pictures={"html_path": html_path, "overlays_dir": overlays_dir,
+                             "images_dir": images_dir, "worst": worst},
                    quiet=quiet, debug=debug,
                    all_metrics=headline_metric is None)
         raise typer.Exit(int(code))
@@ -259,6 +275,9 @@ def grade_command(
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 3 when any submission or case was invalid.")] = False,
+    html_path: Annotated[Path | None, typer.Option(
+        "--html", help="Write the leaderboard as a self-contained HTML page (needs "
+        "segeval[report]).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
@@ -274,6 +293,10 @@ def grade_command(
         }
         from segeval.grade import grade
 
+        if html_path is not None:
+            from segeval.html import require_matplotlib
+
+            require_matplotlib()
         board = grade(submissions, reference, out, rank_by=rank_by, bootstrap=bootstrap,
                       seed=seed, workers=workers, case_timeout=case_timeout, **options)
     except SegevalError as exc:
@@ -289,6 +312,10 @@ def grade_command(
         err.print(f"segeval: internal error: {type(exc).__name__}: {exc} "
                   "(run with --debug for the traceback and please report it)", markup=False)
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
+    if html_path is not None:
+        from segeval.html import write_html
+
+        write_html(html_path, None, leaderboard=json.loads(board.to_json()))
     if not quiet:
         from rich.console import Console
 
@@ -307,6 +334,7 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         run_options: dict[str, Any], *, on_error: str = "fail", json_path: str | None,
         csv_path: str | None, per_class: bool, per_case: bool,
         bars: list[Any], ci: dict[str, Any], export: tuple[str, str] | None = None,
+        pictures: dict[str, Any] | None = None,
         quiet: bool, debug: bool,
         all_metrics: bool) -> ExitCode:
     """Evaluate, write outputs, print, and return the exit code."""
@@ -354,6 +382,8 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
             from segeval.export import write_export
 
             write_export(data, export[0], export[1])
+        if pictures:
+            write_pictures(data, report.config.headline_metric, err, **pictures)
         bar_results = check_bars(data, bars)
         write_report_outputs(data, bar_results, **ci,
                              stream=sys.stderr if stdout_taken else sys.stdout)
@@ -419,6 +449,27 @@ def exit_code(report: Any, bar_results: list[Any], err: Any,
     for result in missed:
         err.print(f"segeval: FAIL: {result.verdict} (--fail-under {result.bar})", markup=False)
     return ExitCode.BAR_NOT_MET if missed else ExitCode.OK
+
+
+def write_pictures(data: dict[str, Any], metric: str, err: Any, *, html_path: str | None,
+                   overlays_dir: Path | None, images_dir: Path | None, worst: int) -> None:
+    """--overlays (PNG pictures of the worst cases) and --html (which embeds them)."""
+    import warnings
+
+    pictures = None
+    if overlays_dir is not None:
+        from segeval.overlays import write_overlays
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pictures = write_overlays(data, overlays_dir, images_dir=images_dir, worst=worst,
+                                      metric=metric)
+        for warning in caught:
+            err.print(f"segeval: warning: {warning.message}", markup=False)
+    if html_path:
+        from segeval.html import write_html
+
+        write_html(html_path, data, overlays=pictures)
 
 
 def _stderr() -> Any:

@@ -11,13 +11,13 @@ Policy (``default-src 'none'``) makes the browser refuse any other resource or s
 Every string that comes from a report (class names, case ids, team names, messages,
 paths) is HTML-escaped; in plots it is drawn as plain text (no mathtext).
 
-Sections: headline, configuration (every ``config`` key, and the run), summary (macro,
-macro_imagewise and micro for every metric), per class (the headline metric's pooled
-value, mean ± std, cases used and empty cases, then every metric), per-class distributions
-of the per-case scores (box and strip plot; each point's tooltip names its case), the
-threshold sweep when the report has one, invalid and missing cases, the worst cases with
-their pictures, every case, and for grading the leaderboard with bootstrap intervals and
-rank stability.
+Sections: for grading, the leaderboard with bootstrap intervals and rank stability; then
+the headline, summary (macro, macro_imagewise and micro for every metric), per class (the
+headline metric's pooled value, mean ± std, cases used and empty cases, then every
+metric), per-class distributions of the per-case scores (box and strip plot; each point's
+tooltip names its case), the threshold sweep when the report has one, invalid and missing
+cases, the configuration (every ``config`` key, and the run), the worst cases with their
+pictures, and every case.
 """
 
 from __future__ import annotations
@@ -132,7 +132,6 @@ def render_html(report: Mapping[str, Any] | None, *, overlays: Overlays | None =
 def report_sections(report: Mapping[str, Any], overlays: Overlays) -> list[tuple[str, str, str]]:
     metric = report["headline"]["metric"]
     sections = [
-        ("configuration", "Configuration", config_section(report)),
         ("summary", "Summary", summary_section(report)),
         ("per-class", "Per class", per_class_section(report)),
         ("distributions", f"Distributions of per-case {metric}",
@@ -141,6 +140,7 @@ def report_sections(report: Mapping[str, Any], overlays: Overlays) -> list[tuple
     if report.get("sweep"):
         sections.append(("sweep", "Threshold sweep", sweep_section(report)))
     sections.append(("invalid", "Invalid and missing cases", invalid_section(report)))
+    sections.append(("configuration", "Configuration", config_section(report)))
     if overlays:
         sections.append(("worst-cases", "Worst cases", overlay_section(report, overlays)))
     sections.append(("cases", "Every case", cases_section(report)))
@@ -228,11 +228,16 @@ def distribution_section(report: Mapping[str, Any], metric: str) -> str:
 def sweep_section(report: Mapping[str, Any]) -> str:
     sweep, metric = report["sweep"], report["headline"]["metric"]
     names = {c["key"]: _class_label(c) for c in report["classes"]}
-    rows = [[f"<strong>{_e(name)}</strong>", _num(block["best"]["threshold"]),
-             _num(block["best"]["value"])] for name, block in sweep["summary"].items()]
-    rows += [[_e(names.get(key, key)), _num(block["best"]["threshold"]),
-              _num(block["best"]["value"])] for key, block in sweep["per_class"].items()]
-    return (f'<p class="note">{_e(sweep.get("rule", ""))}</p>\n'
+    def best(label: str, block: Mapping[str, Any]) -> list[str]:
+        threshold = block["best"]["threshold"]
+        return [label, "—" if threshold is None else f"{threshold:g}",
+                _num(block["best"]["value"])]
+
+    rows = [best(f"<strong>{_e(name)}</strong>", block)
+            for name, block in sweep["summary"].items()]
+    rows += [best(_e(names.get(key, key)), block) for key, block in sweep["per_class"].items()]
+    return (f'<p class="note">{_e(sweep.get("rule", ""))}. A star marks the best threshold '
+            "of each curve (hover it for the value).</p>\n"
             + _figure(sweep_svg(sweep, metric, names), "sweep curves")
             + "\n<h3>Best threshold</h3>\n"
             + _table(["", "best threshold", f"{metric} at best"], rows, numeric_from=1))

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from segeval.errors import CaseError
+from segeval.errors import CaseError, UsageError
 from segeval.io import case_id, format_suffix, read_mask
 
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -317,7 +317,7 @@ def draw_plane(plane: Plane, lines: Sequence[str], path: Path, scale: float) -> 
     picture, the legend below.  Returns where the picture lies in the PNG."""
     from segeval.html import require_matplotlib
 
-    require_matplotlib()
+    require_matplotlib("drawing overlays")
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -365,19 +365,31 @@ def find_image(images_dir: Path, case: str) -> Path | None:
 
 
 def read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """An image scaled to [0, 1] (1st-99th percentile window), grey [*shape] or RGB
-    [*shape, 3]; None when its grid is not the mask's."""
-    if path.name.lower().endswith(".png"):
-        from PIL import Image
+    """An image scaled to [0, 1], grey [*shape] (windowed to its 1st-99th percentile) or
+    RGB [*shape, 3] (a colour PNG, /255); None, with an :class:`OverlayWarning`, when it
+    cannot be read or its grid is not the mask's."""
+    try:
+        if path.name.lower().endswith(".png"):
+            from PIL import Image
 
-        with Image.open(path) as picture:
-            array = np.asarray(picture.convert("RGB" if picture.mode in ("RGB", "RGBA", "P")
-                                               else "F"), dtype=np.float64)
-    else:
-        array = np.asarray(read_mask(path).array, dtype=np.float64)
-    if array.ndim == len(shape) + 1 and array.shape[-1] not in (3, 4):
-        array = array[..., 0]  # a channel axis: the first channel
-    if tuple(array.shape[:len(shape)]) != tuple(shape):
+            with Image.open(path) as picture:
+                if picture.mode in ("RGB", "RGBA", "P"):
+                    rgb = np.asarray(picture.convert("RGB"), dtype=np.float64) / 255
+                    if rgb.shape[:2] == tuple(shape):
+                        return rgb
+                    _warn_other_grid(path, shape)
+                    return None
+                array = np.asarray(picture.convert("F"), dtype=np.float64)
+        else:
+            array = np.asarray(read_mask(path).array, dtype=np.float64)
+            if array.ndim == len(shape) + 1:
+                array = array[..., 0]  # a trailing channel axis: the first channel
+    except (CaseError, OSError, ValueError) as exc:
+        problem = exc.message if isinstance(exc, CaseError) else f"{path}: {exc}"
+        warnings.warn(f"image not used: {problem}", OverlayWarning, stacklevel=2)
+        return None
+    if array.shape != tuple(shape):
+        _warn_other_grid(path, shape)
         return None
     finite = array[np.isfinite(array)]
     if finite.size == 0:
@@ -385,6 +397,11 @@ def read_image(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     low, high = np.percentile(finite, [1, 99])
     scale = high - low if high > low else 1.0
     return np.clip((np.nan_to_num(array, nan=low) - low) / scale, 0, 1)
+
+
+def _warn_other_grid(path: Path, shape: tuple[int, ...]) -> None:
+    warnings.warn(f"image not used: {path} is not on the mask's grid {tuple(shape)}",
+                  OverlayWarning, stacklevel=3)
 
 
 def write_overlays(report: Mapping[str, Any], out_dir: Path, *, images_dir: Path | None = None,
@@ -395,8 +412,15 @@ def write_overlays(report: Mapping[str, Any], out_dir: Path, *, images_dir: Path
     case up (the order :func:`segeval.html.render_html` shows them in).  Each selected case
     is read once (its prediction and reference with :func:`segeval.io.read_mask`, and its
     image from ``images_dir``).  A case whose files can no longer be read is left out with
-    an :class:`OverlayWarning`.
+    an :class:`OverlayWarning`.  Raises :class:`~segeval.errors.UsageError` when matplotlib
+    is missing or ``images_dir`` is not a folder.
     """
+    from segeval.html import require_matplotlib
+
+    require_matplotlib("drawing overlays")
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise UsageError("E_USAGE", "not a folder of images", images_dir,
+                         "--images names the folder holding one image per case id")
     out_dir = Path(out_dir)
     classes = {c["key"]: c for c in report["classes"]}
     chosen: dict[str, list[str]] = {}  # case id → class keys, in selection order
@@ -410,8 +434,9 @@ def write_overlays(report: Mapping[str, Any], out_dir: Path, *, images_dir: Path
         try:
             pictures = _draw_case(case, [classes[k] for k in keys], report["config"], out_dir,
                                   images_dir, metric)
-        except CaseError as exc:
-            warnings.warn(f"no overlay for case {case_name!r}: {exc.message}", OverlayWarning,
+        except (CaseError, ValueError) as exc:  # files changed since the evaluation
+            problem = exc.message if isinstance(exc, CaseError) else str(exc)
+            warnings.warn(f"no overlay for case {case_name!r}: {problem}", OverlayWarning,
                           stacklevel=2)
             continue
         for key, items in pictures.items():
@@ -432,9 +457,12 @@ def _draw_case(case: Mapping[str, Any], classes: list[Mapping[str, Any]],
     prediction = None if empty_prediction else read_mask(case["prediction"]).array
     image_path = None if images_dir is None else find_image(Path(images_dir), case["id"])
     pictures: dict[str, list[tuple[str, str]]] = {}
+    backgrounds: dict[tuple[int, ...], np.ndarray | None] = {}  # read once per case
     for spec in classes:
         ref, pred, evaluated = class_masks(prediction, reference.array, spec["labels"], config)
-        background = None if image_path is None else read_image(image_path, ref.shape)
+        if image_path is not None and ref.shape not in backgrounds:
+            backgrounds[ref.shape] = read_image(image_path, ref.shape)
+        background = backgrounds.get(ref.shape)
         title = f"case {case['id']} · class {spec['key']}"
         if spec["name"] != spec["key"]:
             title += f" {spec['name']}"
