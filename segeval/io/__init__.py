@@ -139,8 +139,8 @@ def open_header(path: str | Path, root: Path | None = None, limits: Limits = Lim
     """
     path = Path(path)
     reader = _reader(path)
-    check_file(path, root)
-    header: Header = _decoding(path, lambda: reader.probe(path))
+    head = check_file(path, root)
+    header: Header = _decoding(path, lambda: reader.probe(path, head))
     if header.components != 1:
         raise CaseError(errors.E_RGB_MASK,
                         f"{header.components} components per voxel (colour or vector data), "

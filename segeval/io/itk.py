@@ -33,7 +33,7 @@ HEADER_LIMIT = 1 << 16  # headers are small text; data after them is never searc
 _STDERR_LOCK = threading.Lock()
 
 
-def probe(path: Path) -> Header:
+def probe(path: Path, head: bytes = b"") -> Header:
     check_header_text(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))

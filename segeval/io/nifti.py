@@ -38,7 +38,7 @@ EXTENSION_LIMIT = 1 << 24  # header extensions read before the data (16 MiB)
 TRAILING_LIMIT = 1 << 16  # bytes tolerated after the data (harmless padding); more is refused
 
 
-def probe(path: Path) -> Header:
+def probe(path: Path, head: bytes = b"") -> Header:
     """The header alone: nibabel reads it and leaves the data behind a proxy."""
     image: Any = nib.load(str(path))
     header = image.header

@@ -13,7 +13,7 @@ from segeval.errors import CaseError
 from segeval.io.mask import Header, Mask, squeezed_shape
 
 
-def probe(path: Path) -> Header:
+def probe(path: Path, head: bytes = b"") -> Header:
     with open(path, "rb") as stream:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):

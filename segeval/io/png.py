@@ -36,7 +36,27 @@ def _open(path: Path) -> Iterator[Any]:
                             path, "a label image this large is not plausible") from None
 
 
-def probe(path: Path) -> Header:
+# PNG colour type and bit depth (IHDR) → the Pillow mode it decodes to
+IHDR_MODES = {(0, 1): "1", (0, 2): "L", (0, 4): "L", (0, 8): "L", (0, 16): "I;16",
+              (2, 8): "RGB", (2, 16): "RGB", (3, 1): "P", (3, 2): "P", (3, 4): "P",
+              (3, 8): "P", (4, 8): "LA", (4, 16): "LA", (6, 8): "RGBA", (6, 16): "RGBA"}
+
+
+def probe(path: Path, head: bytes = b"") -> Header:
+    """Size and mode from the IHDR chunk in the first bytes (no decoder), with Pillow's
+    bomb-guard limits applied; anything unusual is left to Pillow's own parser."""
+    if len(head) >= 26 and head[12:16] == b"IHDR":
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        mode = IHDR_MODES.get((head[25], head[24]))
+        limit = Image.MAX_IMAGE_PIXELS
+        if mode is not None and width > 0 and height > 0:
+            if limit is not None and width * height > limit:
+                raise CaseError(errors.E_TOO_LARGE,
+                                f"refused by Pillow's bomb guard: {width * height} pixels "
+                                f"({width}x{height}) exceed its limit of {limit}", path,
+                                "a label image this large is not plausible")
+            _check_mode(mode, path)
+            return Header(shape=(height, width), spacing=(1.0, 1.0), dtype=mode)
     with _open(path) as image:
         _check_mode(image.mode, path)
         width, height = image.size
