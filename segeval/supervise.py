@@ -15,6 +15,7 @@ import multiprocessing
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -56,8 +57,8 @@ class _Worker:
         self.process = _context().Process(target=_serve, args=(function, child), daemon=True)
         self.process.start()
         child.close()
-        self.task_index: int | None = None
-        self.deadline = float("inf")
+        self.queue: deque[int] = deque()  # task indices sent, in the order they run
+        self.deadline = float("inf")  # for the task at the head of the queue
 
     def stop(self, kill: bool = False) -> None:
         if kill:
@@ -77,10 +78,14 @@ class _Worker:
 class SupervisedPool(Generic[T, R]):
     """``map(function, items)`` over ``workers`` processes with a per-task time limit.
 
-    ``function`` must be picklable for the spawn start method (a module-level function or a
-    picklable callable object).  Each item gives either the function's result or a
-    :class:`Failure`.
+    Each worker has up to ``DEPTH`` tasks queued so it never waits for the parent between
+    tasks; it runs them in order, so the head of its queue is the task it is running.  A
+    worker that dies or passes the head task's deadline is replaced: the head task gets a
+    :class:`Failure`, the tasks queued behind it are sent again.  ``function`` must be
+    picklable for the spawn start method.
     """
+
+    DEPTH = 2
 
     def __init__(self, function: Callable[[T], R], workers: int,
                  timeout: float | None = None) -> None:
@@ -94,54 +99,59 @@ class SupervisedPool(Generic[T, R]):
     def __exit__(self, *exc: object) -> None:
         interrupted = exc[0] is not None
         for worker in self.workers:
-            worker.stop(kill=interrupted or worker.task_index is not None)
+            worker.stop(kill=interrupted or bool(worker.queue))
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.timeout if self.timeout else float("inf")
 
     def map(self, items: Iterable[T]) -> Iterator[R | Failure]:
-        pending = list(items)
+        tasks = list(items)
+        waiting = deque(range(len(tasks)))
         results: dict[int, R | Failure] = {}
-        next_task = 0
         next_out = 0
-        while next_out < len(pending):
-            for worker in self.workers:  # give idle workers work
-                if worker.task_index is None and next_task < len(pending):
-                    worker.task_index = next_task
-                    worker.deadline = (time.monotonic() + self.timeout if self.timeout
-                                       else float("inf"))
-                    worker.connection.send(pending[next_task])
-                    next_task += 1
-            busy = [w for w in self.workers if w.task_index is not None]
+        while next_out < len(tasks):
+            for worker in self.workers:  # keep every worker's queue full
+                while waiting and len(worker.queue) < self.DEPTH:
+                    index = waiting.popleft()
+                    if not worker.queue:
+                        worker.deadline = self._deadline()
+                    worker.queue.append(index)
+                    worker.connection.send(tasks[index])
+            busy = [w for w in self.workers if w.queue]
             nearest = min(w.deadline for w in busy)
             wait_for = None if nearest == float("inf") else max(0.0, nearest - time.monotonic())
             ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy],
                          timeout=wait_for)
-            for index, worker in enumerate(self.workers):
-                if worker.task_index is None:
-                    continue
-                outcome = self._outcome(worker, ready)
-                if outcome is not None:
-                    results[worker.task_index] = outcome
-                    worker.task_index = None
-                    if isinstance(outcome, Failure):
-                        self.workers[index] = _Worker(self.function)
+            for position, worker in enumerate(self.workers):
+                if worker.queue and not self._collect(worker, ready, results):
+                    failed = worker.queue.popleft()
+                    results[failed] = self._failure(worker, ready)
+                    waiting.extendleft(reversed(worker.queue))  # run the rest again
+                    worker.queue.clear()
+                    worker.stop(kill=True)
+                    self.workers[position] = _Worker(self.function)
             while next_out in results:
                 yield results.pop(next_out)
                 next_out += 1
 
-    def _outcome(self, worker: _Worker, ready: list[Any]) -> R | Failure | None:
+    def _collect(self, worker: _Worker, ready: list[Any], results: dict[int, Any]) -> bool:
+        """Take every finished result; False when the worker died or is past its deadline."""
         if worker.connection in ready:
             try:
-                result: R = worker.connection.recv()
-                return result
+                while worker.queue and worker.connection.poll():
+                    results[worker.queue.popleft()] = worker.connection.recv()
+                    worker.deadline = self._deadline() if worker.queue else float("inf")
             except (EOFError, OSError):
-                pass  # died while sending: treated as a crash below
-        if worker.connection in ready or worker.process.sentinel in ready:
-            worker.process.join(timeout=5)
-            code = worker.process.exitcode
-            detail = (f"killed by signal {signal.Signals(-code).name}" if code and code < 0
-                      else f"exit code {code}")
-            worker.stop(kill=True)
-            return Failure("crashed", detail)
-        if time.monotonic() >= worker.deadline:
-            worker.stop(kill=True)
+                return False  # died while sending
+        if worker.queue and worker.process.sentinel in ready and not worker.connection.poll():
+            return False
+        return not (worker.queue and time.monotonic() >= worker.deadline)
+
+    def _failure(self, worker: _Worker, ready: list[Any]) -> Failure:
+        if worker.process.is_alive() and time.monotonic() >= worker.deadline:
             return Failure("timeout", f"no result after {self.timeout:g} s")
-        return None
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        detail = (f"killed by signal {signal.Signals(-code).name}" if code and code < 0
+                  else f"exit code {code}")
+        return Failure("crashed", detail)
