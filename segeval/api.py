@@ -35,6 +35,7 @@ def evaluate(
     workers: int | None = None,
     case_timeout: float | None = None,
     cache: str | Path | None = None,
+    scheduler: str | None = None,
     progress: Progress | None = None,
     **options: Any,
 ) -> Report:
@@ -58,6 +59,9 @@ def evaluate(
     cache:
         A folder of per-case counts keyed by the files' contents and the counting options
         (see :mod:`segeval.cache`); cases found there are not read again.
+    scheduler:
+        The address of a Dask distributed scheduler (``segeval[dask]``): cases are counted
+        on that cluster instead of locally, with identical results.
     progress:
         Called as ``progress(done, total, case_id)`` after each case.
     **options:
@@ -78,13 +82,13 @@ def evaluate(
         raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
     count_cache = None if cache is None else CountCache(cache, config)
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
-                        progress, case_timeout, count_cache)
+                        progress, case_timeout, count_cache, scheduler)
     classes = resolve_classes(results, config)
     reject_unexpected_labels(results, config)
     table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
                              soft=config.soft)
     run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
-           "workers": n_workers, "case_timeout": case_timeout,
+           "workers": n_workers, "case_timeout": case_timeout, "scheduler": scheduler,
            "cache_hits": None if count_cache is None else count_cache.hits,
            "interrupted": any(r.error_code == errors.E_INTERRUPTED for r in results),
            "tool_version": __version__,

@@ -160,6 +160,9 @@ def _make_command(headline_metric: str | None) -> Any:
         workers: Annotated[int | None, typer.Option(
             help="Parallel workers (default: usable cores, at most 8); results do not "
             "depend on it.")] = None,
+        scheduler: Annotated[str | None, typer.Option(
+            help="Address of a Dask distributed scheduler to count cases on (needs "
+            "segeval[dask] and paths the workers can read); results are identical.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.")]
         = False,
         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -208,7 +211,8 @@ def _make_command(headline_metric: str | None) -> Any:
             _stderr().print(f"segeval: error: --on-error {on_error!r} is not one of fail, "
                             "continue", markup=False)
             raise typer.Exit(int(ExitCode.USAGE))
-        run_options = {"device": device, "workers": workers, "case_timeout": case_timeout}
+        run_options = {"device": device, "workers": workers, "case_timeout": case_timeout,
+                       "scheduler": scheduler}
         code = run(prediction, reference, options, run_options, on_error=on_error,
                    json_path=json_path,
                    csv_path=csv_path, per_class=per_class, per_case=per_case,
@@ -273,6 +277,8 @@ def grade_command(
     case_timeout: Annotated[float | None, typer.Option(
         help="Seconds one case may take.")] = None,
     workers: Annotated[int | None, typer.Option(help="Parallel workers.")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="Address of a Dask distributed scheduler (segeval[dask]).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 3 when any submission or case was invalid.")] = False,
     html_path: Annotated[Path | None, typer.Option(
@@ -298,7 +304,8 @@ def grade_command(
 
             require_matplotlib()
         board = grade(submissions, reference, out, rank_by=rank_by, bootstrap=bootstrap,
-                      seed=seed, workers=workers, case_timeout=case_timeout, **options)
+                      seed=seed, workers=workers, case_timeout=case_timeout,
+                      scheduler=scheduler, **options)
     except SegevalError as exc:
         err.print(f"segeval: error: {exc.message}", markup=False)
         raise typer.Exit(int(exc.exit_code)) from None

@@ -143,7 +143,8 @@ def parse_rank_by(text: str) -> tuple[str, str]:
 def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
           rank_by: str = "dice:macro_imagewise", bootstrap: int = 0, seed: int = 0,
           workers: int | None = None, case_timeout: float | None = None,
-          progress: Any = None, **options: Any) -> Leaderboard:
+          scheduler: str | None = None, progress: Any = None,
+          **options: Any) -> Leaderboard:
     """Grade every submission; write ``out/<team>/report.json`` and the leaderboard files."""
     submissions, reference, out = Path(submissions), Path(reference), Path(out)
     metric, reduction = parse_rank_by(rank_by)
@@ -161,7 +162,8 @@ def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
     for index, (team, paths) in enumerate(sorted(entries.items())):
         if progress is not None:
             progress(index, len(entries), team)
-        teams.append(grade_team(team, paths, reference, out, workers, case_timeout, options))
+        teams.append(grade_team(team, paths, reference, out, workers, case_timeout, options,
+                                scheduler))
     rank_teams(teams, metric, reduction)
     if bootstrap:
         bootstrap_ranks(teams, metric, reduction, bootstrap, seed)
@@ -203,7 +205,7 @@ def list_submissions(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
 
 def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
                workers: int | None, case_timeout: float | None,
-               options: dict[str, Any]) -> TeamResult:
+               options: dict[str, Any], scheduler: str | None = None) -> TeamResult:
     result = TeamResult(team, ", ".join(p.name for p in paths))
     if len(paths) > 1:
         result.status = "invalid"
@@ -220,7 +222,7 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
             scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
             folder = extract_submission(path, scratch).root
         report = evaluate(folder, reference, workers=workers, case_timeout=case_timeout,
-                          cache=out / ".cache", **options)
+                          cache=out / ".cache", scheduler=scheduler, **options)
     except SegevalError as exc:
         result.status, result.reason = "invalid", exc.message
         return result

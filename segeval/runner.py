@@ -23,7 +23,7 @@ from segeval import errors
 from segeval.cases import CaseSource
 from segeval.config import EvalConfig
 from segeval.engine import NumpyBackend, get_backend
-from segeval.errors import CaseError
+from segeval.errors import CaseError, UsageError
 from segeval.geometry import check_geometry
 from segeval.io import Header, Limits, open_header, read_mask
 from segeval.prepare import count_case
@@ -33,7 +33,8 @@ from segeval.supervise import Failure, SupervisedPool
 Progress = Callable[[int, int, str], None]
 T = TypeVar("T")
 R = TypeVar("R")
-MIN_CASES_FOR_POOL = 4  # below this, starting workers costs more than it saves
+MIN_CASES_FOR_POOL = 4  # below this, starting more workers costs more than it saves
+DASK_CONNECT_TIMEOUT = 30  # seconds to reach a --scheduler
 
 
 def default_workers() -> int:
@@ -59,12 +60,19 @@ NOT_THE_PREDICTION = {errors.E_INTERNAL, errors.E_INTERRUPTED}
 
 def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_files: bool,
               workers: int, progress: Progress | None = None,
-              case_timeout: float | None = None, cache: Any = None) -> list[CaseResult]:
+              case_timeout: float | None = None, cache: Any = None,
+              scheduler: str | None = None) -> list[CaseResult]:
     """Evaluate every case, taking what ``cache`` (a :class:`segeval.cache.CountCache`)
-    already holds; see :func:`evaluate_cases` for the rest."""
-    if cache is None:
-        return evaluate_cases(cases, config, device, from_files, workers, progress,
+    already holds; see :func:`evaluate_cases` for the rest (or :func:`evaluate_on_dask`
+    with a ``scheduler`` address)."""
+    def compute(subset: list[CaseSource], report: Progress | None) -> list[CaseResult]:
+        if scheduler is not None:
+            return evaluate_on_dask(subset, config, from_files, scheduler, report)
+        return evaluate_cases(subset, config, device, from_files, workers, report,
                               case_timeout)
+
+    if cache is None:
+        return compute(cases, progress)
     keys = [cache.key(case) for case in cases]
     cached = [cache.get(key, case) for key, case in zip(keys, cases, strict=True)]
     todo = [i for i, result in enumerate(cached) if result is None]
@@ -74,8 +82,7 @@ def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_fil
         if progress is not None:
             progress(hits + done, len(cases), case_id)
 
-    fresh = iter(evaluate_cases([cases[i] for i in todo], config, device, from_files, workers,
-                                fresh_progress, case_timeout))
+    fresh = iter(compute([cases[i] for i in todo], fresh_progress))
     results = []
     for index, result in enumerate(cached):
         if result is None:
@@ -92,8 +99,8 @@ def evaluate_cases(cases: list[CaseSource], config: EvalConfig, device: str, fro
 
     On the CPU, files are always read in supervised worker processes (one for a small run,
     ``workers`` for four cases or more): a case that runs past ``case_timeout`` or kills its
-    process is recorded (``E_TIMEOUT``, ``E_WORKER_CRASHED``) and the run goes on.  Ctrl-C stops the
-    run; finished cases are kept and the rest are recorded as ``E_INTERRUPTED``.
+    process is recorded (``E_TIMEOUT``, ``E_WORKER_CRASHED``) and the run goes on.  Ctrl-C
+    stops the run; finished cases are kept and the rest are recorded as ``E_INTERRUPTED``.
     """
     pooled = from_files and workers > 1 and len(cases) >= MIN_CASES_FOR_POOL
     if device == "cpu":
@@ -118,6 +125,42 @@ def evaluate_cases(cases: list[CaseSource], config: EvalConfig, device: str, fro
             loaded: Iterable[LoadedCase] = _bounded_map(threads, load, cases, 2 * workers)
             return _collect((count_loaded(x, config, backend) for x in loaded), cases, progress)
     return _collect((count_loaded(load(c), config, backend) for c in cases), cases, progress)
+
+
+def evaluate_on_dask(cases: list[CaseSource], config: EvalConfig, from_files: bool,
+                     scheduler: str, progress: Progress | None = None) -> list[CaseResult]:
+    """Send each case to an existing Dask distributed cluster (``segeval[dask]``).
+
+    The per-case work is the same pure function as locally (paths and config in, counts
+    out), and counts add, so the report is identical to a local run.  The workers must see
+    the same paths (a shared file system).  A worker that dies repeatedly on a case makes
+    it ``E_WORKER_CRASHED``; ``--case-timeout`` is not applied on a cluster.
+    """
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("E_USAGE", "--scheduler needs Dask distributed",
+                         hint="pip install 'segeval[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise UsageError("E_USAGE", f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    with client:
+        futures = client.map(_CaseJob(config, from_files), cases, pure=False)
+        results = []
+        try:
+            for done, (case, future) in enumerate(zip(cases, futures, strict=True), start=1):
+                try:
+                    result = future.result()
+                except Exception as exc:  # KilledWorker and friends: this case's failure
+                    result = _from_failure(case, Failure("crashed", type(exc).__name__))
+                results.append(result)
+                if progress is not None:
+                    progress(done, len(cases), case.id)
+        except KeyboardInterrupt:
+            client.cancel(futures)
+            results += [_interrupted(case) for case in cases[len(results):]]
+        return results
 
 
 def _from_failure(case: CaseSource, outcome: CaseResult | Failure) -> CaseResult:
@@ -284,9 +327,11 @@ def _collect(results: Iterable[CaseResult], cases: list[CaseSource],
             if progress is not None:
                 progress(done, len(cases), result.id)
     except KeyboardInterrupt:
-        for case in cases[len(collected):]:
-            collected.append(CaseResult(
-                case.id, case.prediction_name, case.reference_name, status="error",
-                error_code=errors.E_INTERRUPTED,
-                message="not evaluated: the run was interrupted (Ctrl-C)"))
+        collected += [_interrupted(case) for case in cases[len(collected):]]
     return collected
+
+
+def _interrupted(case: CaseSource) -> CaseResult:
+    return CaseResult(case.id, case.prediction_name, case.reference_name, status="error",
+                      error_code=errors.E_INTERRUPTED,
+                      message="not evaluated: the run was interrupted (Ctrl-C)")

@@ -1,0 +1,71 @@
+"""--scheduler: cases counted on a Dask distributed cluster give the very same report.
+
+A LocalCluster (two worker processes) is started by the test; the per-case work is the
+same pure function as locally and counts add, so every number must be identical.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import segeval
+from segeval.grade import grade
+
+distributed = pytest.importorskip("distributed", reason="segeval[dask] is not installed")
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+def numbers(report) -> dict:
+    data = report.to_dict()
+    data.pop("run")
+    return data
+
+
+@pytest.mark.parametrize("folder", ["nifti3d", "png2d"])
+def test_cluster_report_equals_local_report(scheduler, folder):
+    local = segeval.evaluate(SAMPLE / folder / "pred", SAMPLE / folder / "gt", workers=1)
+    remote = segeval.evaluate(SAMPLE / folder / "pred", SAMPLE / folder / "gt",
+                              scheduler=scheduler)
+    assert remote.run["scheduler"] == scheduler
+    assert numbers(remote) == numbers(local)
+
+
+def test_cluster_keeps_case_errors(scheduler, tmp_path):
+    pred = tmp_path / "pred"
+    shutil.copytree(SAMPLE / "png2d" / "pred", pred)
+    (pred / "img_003.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    remote = segeval.evaluate(pred, SAMPLE / "png2d" / "gt", scheduler=scheduler)
+    local = segeval.evaluate(pred, SAMPLE / "png2d" / "gt", workers=1)
+    assert numbers(remote) == numbers(local)
+    assert [c.error_code for c in remote.cases if c.error_code] == ["E_UNREADABLE"]
+
+
+def test_grading_on_a_cluster_equals_local_grading(scheduler, tmp_path):
+    subs = tmp_path / "subs"
+    shutil.copytree(SAMPLE / "nifti3d" / "pred", subs / "team_a")
+    shutil.copytree(SAMPLE / "nifti3d" / "gt", subs / "team_b")
+    (subs / "team_b" / "case_005.nrrd").unlink()  # a missing case: scored empty
+    local = grade(subs, SAMPLE / "nifti3d" / "gt", tmp_path / "local", workers=1).rows()
+    remote = grade(subs, SAMPLE / "nifti3d" / "gt", tmp_path / "remote",
+                   scheduler=scheduler).rows()
+    assert remote == local
+
+
+def test_unreachable_scheduler_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr("segeval.runner.DASK_CONNECT_TIMEOUT", 2)
+    with pytest.raises(segeval.UsageError):
+        segeval.evaluate(SAMPLE / "png2d" / "pred", SAMPLE / "png2d" / "gt",
+                         scheduler="tcp://127.0.0.1:9")
