@@ -256,10 +256,20 @@ def _dense_confusion(ref: np.ndarray, pred: np.ndarray, n: int) -> Confusion:
     else:
         index_dtype = np.int64
     bins = np.zeros(n * n, dtype=np.int64)
+    pairs = np.zeros((256, 256), dtype=np.int64) if index_dtype is np.uint8 else None
     for start in range(0, ref.size, CHUNK):
         index = ref[start:start + CHUNK].astype(index_dtype) * index_dtype(n)
         index += pred[start:start + CHUNK].astype(index_dtype, copy=False)
-        bins += np.bincount(index, minlength=n * n)
+        if pairs is not None and index.size >= 2:
+            # two uint8 indices read as one uint16: half the elements for bincount (about
+            # 1.5x faster); both bytes of each pair are counted back by the two marginals
+            even = index.size - index.size % 2
+            pairs += np.bincount(index[:even].view(np.uint16), minlength=1 << 16).reshape(
+                256, 256)
+            index = index[even:]
+        bins += np.bincount(index, minlength=n * n)[: n * n]
+    if pairs is not None:
+        bins += (pairs.sum(axis=0) + pairs.sum(axis=1))[: n * n]
     (nonzero,) = np.nonzero(bins)
     return Confusion(nonzero // n, nonzero % n, bins[nonzero])
 
