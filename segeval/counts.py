@@ -60,8 +60,9 @@ class Confusion:
         # membership of each distinct label in each class, then looked up per pair: two
         # searches instead of 2·K np.isin passes (14 ms -> 0.1 ms per case at K = 117)
         labels = np.union1d(self.reference, self.prediction)
-        member = np.array([np.isin(labels, c.labels) for c in classes]).reshape(
-            len(classes), len(labels))
+        values = labels.tolist()
+        member = np.array([[value in set(c.labels) for value in values] for c in classes],
+                          dtype=bool).reshape(len(classes), len(labels))
         in_ref = member[:, np.searchsorted(labels, self.reference)]
         in_pred = member[:, np.searchsorted(labels, self.prediction)]
         tp = (count * (in_ref & in_pred)).sum(axis=1)

@@ -149,9 +149,24 @@ class Report:
             "metrics": metrics,
         }
 
-    def to_json(self, indent: int | None = 2) -> str:
-        """Valid JSON (``allow_nan=False``: undefined values are null)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+    def to_json(self, indent: int | None = None) -> str:
+        """Valid JSON (``allow_nan=False``: undefined values are null).
+
+        By default one top-level key per line and one case per line: readable, diffable,
+        and written by the C encoder (``indent`` selects the slower pure-Python one, which
+        took 0.23 s for 400 cases).
+        """
+        data = self.to_dict()
+        if indent is not None:
+            return json.dumps(data, indent=indent, allow_nan=False)
+        lines = []
+        for key, value in data.items():
+            if key == "cases" and value:
+                inner = ",\n    ".join(json.dumps(case, allow_nan=False) for case in value)
+                lines.append(f'  "cases": [\n    {inner}\n  ]')
+            else:
+                lines.append(f"  {json.dumps(key)}: {json.dumps(value, allow_nan=False)}")
+        return "{\n" + ",\n".join(lines) + "\n}"
 
     def write_json(self, path: str | Path) -> None:
         """Write atomically: a temporary file in the same folder, then a rename."""
