@@ -83,6 +83,18 @@ E_TIMEOUT = "E_TIMEOUT"
 E_WORKER_CRASHED = "E_WORKER_CRASHED"
 E_INTERRUPTED = "E_INTERRUPTED"
 E_INTERNAL = "E_INTERNAL"
+# Submissions read by segeval.archive (segeval grade)
+E_ARCHIVE_UNREADABLE = "E_ARCHIVE_UNREADABLE"
+E_ARCHIVE_UNSAFE_MEMBER = "E_ARCHIVE_UNSAFE_MEMBER"
+E_ARCHIVE_BOMB = "E_ARCHIVE_BOMB"
+E_ARCHIVE_NESTED = "E_ARCHIVE_NESTED"
+E_ARCHIVE_ENCRYPTED = "E_ARCHIVE_ENCRYPTED"
+E_ARCHIVE_UNSUPPORTED_METHOD = "E_ARCHIVE_UNSUPPORTED_METHOD"
+E_ARCHIVE_DUPLICATE_CASE = "E_ARCHIVE_DUPLICATE_CASE"
+E_ARCHIVE_TOO_MANY_MEMBERS = "E_ARCHIVE_TOO_MANY_MEMBERS"
+E_ARCHIVE_NOT_FLAT = "E_ARCHIVE_NOT_FLAT"
+E_ARCHIVE_NO_MASKS = "E_ARCHIVE_NO_MASKS"
+
 
 ERROR_CODES: dict[str, str] = {
     E_MISSING_PREDICTION: "a reference has no prediction (with --missing error)",
@@ -111,4 +123,18 @@ ERROR_CODES: dict[str, str] = {
     E_WORKER_CRASHED: "the process evaluating the case died (e.g. a decoder crash)",
     E_INTERRUPTED: "not evaluated: the run was interrupted",
     E_INTERNAL: "a bug in segeval while evaluating this case (exit 4)",
+    E_ARCHIVE_UNREADABLE: "the archive is damaged, truncated, or not a zip, tar or tar.gz file",
+    E_ARCHIVE_UNSAFE_MEMBER: "a member's name or type could reach outside the extraction "
+                             "folder (.., absolute path, drive letter, link, device, FIFO)",
+    E_ARCHIVE_BOMB: "a member or the whole archive expands beyond the size or ratio limits, "
+                    "or its headers understate its size",
+    E_ARCHIVE_NESTED: "the archive holds another archive",
+    E_ARCHIVE_ENCRYPTED: "a zip member is encrypted",
+    E_ARCHIVE_UNSUPPORTED_METHOD: "a zip member is compressed with a method other than "
+                                  "stored/deflated, or a tar is not plain or gzip-compressed",
+    E_ARCHIVE_DUPLICATE_CASE: "two mask files in the archive give the same case id "
+                              "(letter case ignored)",
+    E_ARCHIVE_TOO_MANY_MEMBERS: "the archive has more members than the limit",
+    E_ARCHIVE_NOT_FLAT: "mask files in sub-folders below the one common top folder",
+    E_ARCHIVE_NO_MASKS: "the archive holds no mask file",
 }

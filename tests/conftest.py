@@ -11,6 +11,14 @@ from PIL import Image
 
 from segeval.report import report_schema
 
+# The two hand-countable cases of test_api.py and the png_folders fixture.
+REF_A = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
+PRED_A = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]])
+REF_B = np.zeros((4, 4), int)
+REF_B[0, 0] = 1
+PRED_B = REF_B.copy()
+PRED_B[3, 3] = 1
+
 
 def write_png(path: Path, labels: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,15 +55,9 @@ def png_folders(tmp_path: Path) -> tuple[Path, Path]:
             0 0 2 2        0 0 0 0
     case b: reference all 0 except label 1 at (0,0); prediction label 1 at (0,0) and (3,3).
     """
-    ref_a = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
-    pred_a = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]])
-    ref_b = np.zeros((4, 4), int)
-    ref_b[0, 0] = 1
-    pred_b = ref_b.copy()
-    pred_b[3, 3] = 1
     gt, pred = tmp_path / "gt", tmp_path / "pred"
-    write_png(gt / "a.png", ref_a)
-    write_png(pred / "a.png", pred_a)
-    write_png(gt / "b.png", ref_b)
-    write_png(pred / "b.png", pred_b)
+    write_png(gt / "a.png", REF_A)
+    write_png(pred / "a.png", PRED_A)
+    write_png(gt / "b.png", REF_B)
+    write_png(pred / "b.png", PRED_B)
     return pred, gt

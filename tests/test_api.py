@@ -23,13 +23,7 @@ import pytest
 
 import segeval
 from segeval.errors import UsageError
-
-REF_A = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])
-PRED_A = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 2, 0], [0, 0, 0, 0]])
-REF_B = np.zeros((4, 4), int)
-REF_B[0, 0] = 1
-PRED_B = REF_B.copy()
-PRED_B[3, 3] = 1
+from tests.conftest import PRED_A, PRED_B, REF_A, REF_B
 
 
 def run(**options):
