@@ -208,6 +208,20 @@ def test_confusion_across_chunk_boundaries(monkeypatch: pytest.MonkeyPatch, valu
         reference, prediction)
 
 
+@pytest.mark.parametrize("dtype,n", [(dtype, n) for dtype in (np.uint8, np.int16, np.int64)
+                                     for n in (1, 2, 3, 5, 11, 16)] + [(bool, 1), (bool, 2)])
+def test_byte_pair_kernel_odd_chunks(monkeypatch: pytest.MonkeyPatch, n: int,
+                                     dtype: type) -> None:
+    """n·n ≤ 256 counts two uint8 indices as one uint16: odd chunk lengths leave one
+    index over per chunk, which is counted on its own."""
+    monkeypatch.setattr(engine, "CHUNK", 999)  # odd: every chunk has a lone last index
+    rng = np.random.default_rng(n)
+    reference = rng.integers(0, n, 4001).astype(dtype)  # 5 chunks, the last one of 5
+    prediction = rng.integers(0, n, 4001).astype(dtype)
+    assert as_dict(NUMPY.confusion(reference, prediction)) == oracle_confusion(
+        reference, prediction)
+
+
 def test_confusion_chunk_boundary_in_3d_volume(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "CHUNK", 1000)
     rng = np.random.default_rng(3)
