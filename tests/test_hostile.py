@@ -11,6 +11,7 @@ beside it must keep the numbers a plain NumPy count gives.  Archives are tested 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from typer.testing import CliRunner
 
 import segeval
@@ -669,19 +671,31 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in text.split()]
 
 
+def palette_png(array: np.ndarray) -> bytes:
+    """A mode-P PNG whose palette indices are ``array``'s labels."""
+    image = Image.fromarray(array.astype(np.uint8))
+    image.putpalette([0, 0, 0, 255, 255, 255])
+    assert image.mode == "P"
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
 def test_ctrl_c_mid_run_exits_130_with_a_complete_report(tmp_path, validate):
     """SIGINT while the third or a later case is being read: exit 130, and a valid report
     whose finished cases are scored and the rest E_INTERRUPTED.  The cases are large
     images (16 Mpixel, 16 KiB on disk) so that each takes a visible while; the test
-    watches which file the process has open (``/proc/PID/fd``) to know how far it got."""
+    watches which file the process has open (``/proc/PID/fd``) to know how far it got.
+    They are palette PNGs: Pillow decodes those, keeping the file open while it inflates
+    (the libpng fast path for grayscale reads the file into memory first and closes it)."""
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir()
     gt.mkdir()
     reference = np.zeros((4000, 4000), np.uint8)
     reference[100:200, 100:200] = 1
     prediction = np.roll(reference, 10, axis=0)  # TP 9000, FP 1000, FN 1000: Dice 0.9
-    reference_png, prediction_png = png_bytes(reference), png_bytes(prediction)
+    reference_png, prediction_png = palette_png(reference), palette_png(prediction)
     n_cases = 30
     for i in range(n_cases):
         (gt / f"c{i:02d}.png").write_bytes(reference_png)

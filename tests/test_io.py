@@ -341,6 +341,105 @@ def test_png_unreadable_is_a_case_error(tmp_path: Path, damage: str) -> None:
     assert "bad.png" in case["message"]
 
 
+# --- PNG fast path (libpng through imagecodecs) against Pillow --------------------------
+def _mask_like(rng: np.random.Generator, shape: tuple[int, int], high: int,
+               dtype: type) -> np.ndarray:
+    """Blocky labels with some noise, so that every PNG row filter gets used."""
+    blocks = rng.integers(0, high, size=(max(1, shape[0] // 4 + 1), max(1, shape[1] // 4 + 1)))
+    array = np.kron(blocks, np.ones((4, 4), dtype=np.int64))[: shape[0], : shape[1]]
+    noise = rng.random(shape) < 0.05
+    array[noise] = rng.integers(0, high, size=int(noise.sum()))
+    return array.astype(dtype)
+
+
+def _pillow_png(array: np.ndarray, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+PNG_WRITERS = {
+    "pillow": lambda a: _pillow_png(a),
+    "pillow-level0": lambda a: _pillow_png(a, compress_level=0),
+    "pillow-optimize": lambda a: _pillow_png(a, optimize=True),
+    "libpng": lambda a: __import__("imagecodecs").png_encode(a),
+    "libpng-level9": lambda a: __import__("imagecodecs").png_encode(a, level=9),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(PNG_WRITERS))
+@pytest.mark.parametrize("dtype,high", [(np.uint8, 5), (np.uint8, 256), (np.uint16, 300),
+                                        (np.uint16, 65536)])
+def test_png_fast_path_equals_pillow(tmp_path: Path, writer: str, dtype: type,
+                                     high: int) -> None:
+    from segeval.io import png
+
+    rng = np.random.default_rng(high + len(writer))
+    for index, shape in enumerate([(1, 1), (1, 7), (7, 1), (3, 5), (64, 64), (97, 130),
+                                   (257, 31)]):
+        array = _mask_like(rng, shape, high, dtype)
+        path = tmp_path / f"{index}.png"
+        path.write_bytes(PNG_WRITERS[writer](array))
+        fast = png._read_fast(path)
+        assert fast is not None, "the fast path must take 8/16-bit grayscale"
+        with Image.open(path) as image:
+            pillow = np.array(image)
+        assert fast.dtype == pillow.dtype == dtype and fast.shape == shape
+        np.testing.assert_array_equal(fast, pillow)
+        np.testing.assert_array_equal(load_mask(path).array, array)
+
+
+def test_png_fast_path_leaves_other_kinds_to_pillow(tmp_path: Path) -> None:
+    from segeval.io import png
+
+    labels = np.array([[0, 1, 2], [3, 2, 1]], dtype=np.uint8)
+    transparent = tmp_path / "trns.png"  # libpng would add an alpha channel for tRNS
+    transparent.write_bytes(_pillow_png(labels, transparency=3))
+    palette = tmp_path / "p.png"
+    image = Image.fromarray(labels)
+    image.putpalette([0, 0, 0, 9, 9, 9, 99, 99, 99, 200, 0, 0])
+    image.save(palette)
+    bits = tmp_path / "bits.png"
+    Image.fromarray(labels.astype(bool)).save(bits)
+    data = bytearray(_pillow_png(labels))
+    data[28] = 1  # IHDR says Adam7 interlaced (the CRC is not fixed: only the IHDR is read)
+    interlaced = tmp_path / "interlaced.png"
+    interlaced.write_bytes(bytes(data))
+    for path in (transparent, palette, bits, interlaced):
+        assert png._read_fast(path) is None, path.name
+    np.testing.assert_array_equal(load_mask(transparent).array, labels)
+    np.testing.assert_array_equal(load_mask(palette).array, labels)
+    np.testing.assert_array_equal(load_mask(bits).array, labels.astype(bool).astype(np.uint8))
+
+
+def test_png_without_imagecodecs_reads_the_same(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from segeval.io import png
+
+    array = _mask_like(np.random.default_rng(4), (40, 50), 7, np.uint8)
+    path = tmp_path / "m.png"
+    path.write_bytes(_pillow_png(array))
+    assert png._read_fast(path) is not None
+    monkeypatch.setattr(png, "_png_decode", None)
+    assert png._read_fast(path) is None
+    np.testing.assert_array_equal(load_mask(path).array, array)
+
+
+def test_png_fast_path_refused_file_is_worded_by_pillow(tmp_path: Path) -> None:
+    """A damaged grayscale PNG that libpng refuses goes to Pillow, whose error it gets."""
+    from segeval.io import png
+
+    data = bytearray(_pillow_png(_mask_like(np.random.default_rng(5), (64, 64), 200,
+                                            np.uint8)))
+    data[60:80] = b"\xff" * 20  # inside the IDAT chunk: its CRC no longer matches
+    path = tmp_path / "bad.png"
+    path.write_bytes(bytes(data))
+    assert png._read_fast(path) is None
+    with pytest.raises(CaseError) as raised:
+        load_mask(path)
+    assert raised.value.code == errors.E_UNREADABLE and "bad.png" in str(raised.value)
+
+
 # --- .npy ---------------------------------------------------------------------------------
 def test_npy_plain_array(tmp_path: Path) -> None:
     volume = labels_volume(9).astype(np.int32)
