@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from segeval import __version__, errors
-from segeval.cache import CountCache
 from segeval.cases import Pairing, pair_inputs
 from segeval.config import EvalConfig
 from segeval.counts import ClassSpec, Confusion, CountTable
@@ -80,7 +79,11 @@ def evaluate(
         raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
     if case_timeout is not None and not case_timeout > 0:
         raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
-    count_cache = None if cache is None else CountCache(cache, config)
+    count_cache = None
+    if cache is not None:
+        from segeval.cache import CountCache  # hashlib & co. only when a cache is used
+
+        count_cache = CountCache(cache, config)
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
                         progress, case_timeout, count_cache, scheduler)
     classes = resolve_classes(results, config)
