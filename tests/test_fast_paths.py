@@ -45,6 +45,82 @@ def test_fast_reader_equals_nibabel(tmp_path, dtype):
     np.testing.assert_allclose(fast.affine, slow.affine)
 
 
+@pytest.mark.parametrize("dtype", [">i2", ">u2", ">f4", ">i8"])
+def test_fast_reader_reads_big_endian_files(tmp_path, dtype):
+    from segeval.io.nifti import _read_gzip_fast
+
+    array = np.random.default_rng(2).integers(0, 300, size=(6, 5, 4)).astype(dtype)
+    image = nib.Nifti1Image(array, np.diag([0.7, 0.8, 2.5, 1.0]),
+                            header=nib.Nifti1Header(endianness=">"))
+    image.set_data_dtype(dtype)
+    path = tmp_path / "big.nii.gz"
+    nib.save(image, str(path))
+    fast = _read_gzip_fast(path)
+    assert fast is not None, "a big-endian header is NIfTI-1 too"
+    slow = read_with_nibabel(path)
+    assert fast.array.dtype == slow.array.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(fast.array, slow.array)
+    np.testing.assert_array_equal(fast.array, array)
+    report = segeval.evaluate(str(path), str(path)).to_dict()
+    label = int(array.max())
+    assert report["per_class"][str(label)]["pooled"]["tp"] == int(
+        np.count_nonzero(array == label))
+
+
+def _nibabel_probe(path):
+    """What the header probe gave before it read headers from the first bytes."""
+    image = nib.load(str(path))
+    shape = tuple(int(s) for s in image.header.get_data_shape())
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return (shape, tuple(float(z) for z in image.header.get_zooms()[: len(shape)]),
+            np.asarray(image.affine, dtype=float), image.header.get_data_dtype().str)
+
+
+def _headers():
+    rotated = np.array([[0.0, -0.9, 0.0, 10.0], [0.0, 0.0, 1.2, -5.0],
+                        [-3.0, 0.0, 0.0, 7.5], [0.0, 0.0, 0.0, 1.0]])
+    yield "sform", lambda h: h.set_sform(rotated, code=2)
+    yield "qform-only", lambda h: (h.set_qform(rotated, code=1), h.set_sform(None, code=0))
+    yield "no-codes", lambda h: (h.set_qform(None, code=0), h.set_sform(None, code=0))
+    yield "big-endian", None
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("kind,set_header", list(_headers()), ids=[k for k, _ in _headers()])
+@pytest.mark.parametrize("shape", [(9, 8, 5), (7, 6), (5, 4, 3, 1), (4, 3, 2, 2)])
+def test_header_from_first_bytes_equals_nibabel(tmp_path, suffix, kind, set_header, shape):
+    from segeval.io import check_file
+    from segeval.io.nifti import _header_from_head, probe
+
+    array = np.arange(int(np.prod(shape)), dtype=np.int16).reshape(shape) % 5
+    image = nib.Nifti1Image(array, np.diag([0.7, 0.8, 2.5, 1.0]))
+    if kind == "big-endian":
+        image = nib.Nifti1Image(array.astype(">i2"), np.diag([0.7, 0.8, 2.5, 1.0]),
+                                header=nib.Nifti1Header(endianness=">"))
+    else:
+        set_header(image.header)
+    path = tmp_path / f"a{suffix}"
+    nib.save(image, str(path))
+    head = check_file(path)
+    assert _header_from_head(path, head) is not None, "the probe must not reopen the file"
+    header = probe(path, head)
+    shape_, zooms, affine, dtype = _nibabel_probe(path)
+    assert header.shape == shape_ and header.spacing == zooms and header.dtype == dtype
+    np.testing.assert_array_equal(header.affine, affine)
+
+
+def test_nifti2_header_is_left_to_nibabel(tmp_path):
+    from segeval.io import check_file
+    from segeval.io.nifti import _header_from_head, probe
+
+    path = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti2Image(np.zeros((3, 4, 5), np.uint8), np.eye(4)), str(path))
+    head = check_file(path)
+    assert _header_from_head(path, head) is None
+    assert probe(path, head).shape == (3, 4, 5)
+
+
 def test_fast_reader_keeps_fortran_layout_and_2d(tmp_path):
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
     path = write_nii_gz(tmp_path / "b.nii.gz", array, affine=np.eye(4))

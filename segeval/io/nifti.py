@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - depends on the platform's wheels
     _inflate_module = zlib  # type: ignore[assignment,misc]
 
 HEADER_SIZE = 348
+# sizeof_hdr as the first four bytes read little-endian: a little- or a big-endian header
+SIZEOF_HDR = (HEADER_SIZE, int.from_bytes(HEADER_SIZE.to_bytes(4, "big"), "little"))
 GZIP_WBITS = 31  # gzip container
 FAST_KINDS = "biuf"  # bool, signed, unsigned, float
 EXTENSION_LIMIT = 1 << 24  # header extensions read before the data (16 MiB)
@@ -39,15 +41,36 @@ TRAILING_LIMIT = 1 << 16  # bytes tolerated after the data (harmless padding); m
 
 
 def probe(path: Path, head: bytes = b"") -> Header:
-    """The header alone: nibabel reads it and leaves the data behind a proxy."""
-    image: Any = nib.load(str(path))
-    header = image.header
+    """The header alone, parsed by nibabel's header class.  A NIfTI-1 header is taken from
+    ``head`` (the file's first bytes, inflated for .nii.gz) when it holds all of it, so the
+    file is not opened again; otherwise ``nib.load`` reads it and leaves the data behind a
+    proxy.  Both give the same header, affine included (``get_best_affine``, as nibabel's
+    image does)."""
+    header = _header_from_head(path, head)
+    if header is None:
+        image: Any = nib.load(str(path))
+        header, affine = image.header, image.affine
+    else:
+        affine = header.get_best_affine()
     dtype = header.get_data_dtype()
     shape = squeezed_shape(tuple(int(s) for s in header.get_data_shape()))
     zooms = tuple(float(z) for z in header.get_zooms()[: len(shape)])
     components = len(dtype.names) if dtype.names else 1  # RGB(A) NIfTI data types
-    return Header(shape=shape, spacing=zooms, affine=np.asarray(image.affine, dtype=float),
+    return Header(shape=shape, spacing=zooms, affine=np.asarray(affine, dtype=float),
                   components=components, dtype=dtype.str)
+
+
+def _header_from_head(path: Path, head: bytes) -> Any:
+    """A NIfTI-1 header parsed from the first bytes, or None to let nibabel open the file."""
+    if path.name.lower().endswith(".gz"):
+        try:
+            head = zlib.decompressobj(GZIP_WBITS).decompress(head, HEADER_SIZE)
+        except zlib.error:
+            return None
+    if (len(head) < HEADER_SIZE or int.from_bytes(head[:4], "little") not in SIZEOF_HDR
+            or head[344:348] != b"n+1\0"):
+        return None  # NIfTI-2, a .hdr/.img pair header, or too few bytes: nibabel decides
+    return nib.Nifti1Header.from_fileobj(BytesIO(head[:HEADER_SIZE]))
 
 
 def read(path: Path) -> Mask:
@@ -95,7 +118,7 @@ def _read_gzip_fast(path: Path) -> Mask | None:
         return None  # not gzip after all: let nibabel say what it is
     except Exception:  # isal raises its own error type for corrupt streams
         return None
-    if len(head) < HEADER_SIZE or int.from_bytes(head[:4], "little") not in (348, 348 << 24):
+    if len(head) < HEADER_SIZE or int.from_bytes(head[:4], "little") not in SIZEOF_HDR:
         return None  # NIfTI-2 (540-byte header) or not NIfTI-1
     try:
         header = nib.Nifti1Header.from_fileobj(BytesIO(head))
