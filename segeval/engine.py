@@ -20,6 +20,7 @@ import numpy as np
 
 from segeval.counts import ChannelCounts, Confusion
 
+BACKGROUND_CHUNK = 1 << 15  # voxels tested at once for being background in both
 CHUNK = 1 << 18  # voxels per counting chunk: temporaries stay in cache (measured fastest)
 DENSE_BINS = 1 << 22  # largest n*n confusion counted with a dense bincount
 
@@ -269,14 +270,20 @@ def _byte_pair_bincount(ref: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray
     bincount sees half the elements; the table it fills has only ``256·n·n`` bins (no
     65536-bin table per chunk, which cost more than the counting itself on a 512×512
     image), and each byte of a pair is counted back by one of the table's two marginals.
+    Runs of ``BACKGROUND_CHUNK`` voxels that are 0 in both arrays are only counted (medical
+    volumes are mostly background: half the time on the benchmark's CT-like volumes).
     """
     k = n * n
     table = np.zeros(k * 256, dtype=np.int64)  # [second byte, first byte] of each pair
     bins = np.zeros(k, dtype=np.int64)
-    for start in range(0, ref.size, CHUNK):
-        index = np.multiply(ref[start:start + CHUNK], np.uint8(n), dtype=np.uint8,
-                            casting="unsafe")
-        index += pred[start:start + CHUNK].astype(np.uint8, copy=False)
+    step = BACKGROUND_CHUNK
+    for start in range(0, ref.size, step):
+        r, p = ref[start:start + step], pred[start:start + step]
+        if not (r.any() or p.any()):
+            bins[0] += r.size  # both background: pair (0, 0)
+            continue
+        index = np.multiply(r, np.uint8(n), dtype=np.uint8, casting="unsafe")
+        index += p.astype(np.uint8, copy=False)
         even = index.size - index.size % 2
         if even:
             counted = np.bincount(index[:even].view(np.uint16))

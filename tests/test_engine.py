@@ -201,6 +201,7 @@ def test_confusion_at_label_size_boundaries(dtype: type, values: list[int]) -> N
 def test_confusion_across_chunk_boundaries(monkeypatch: pytest.MonkeyPatch, values: list[int],
                                            size: int) -> None:
     monkeypatch.setattr(engine, "CHUNK", 1000)
+    monkeypatch.setattr(engine, "BACKGROUND_CHUNK", 1000)
     rng = np.random.default_rng(size)
     reference = random_labels(rng, (size,), np.int64, values)
     prediction = random_labels(rng, (size,), np.int64, values)
@@ -214,7 +215,7 @@ def test_byte_pair_kernel_odd_chunks(monkeypatch: pytest.MonkeyPatch, n: int,
                                      dtype: type) -> None:
     """n·n ≤ 256 counts two uint8 indices as one uint16: odd chunk lengths leave one
     index over per chunk, which is counted on its own."""
-    monkeypatch.setattr(engine, "CHUNK", 999)  # odd: every chunk has a lone last index
+    monkeypatch.setattr(engine, "BACKGROUND_CHUNK", 999)  # odd: a lone index per chunk
     rng = np.random.default_rng(n)
     reference = rng.integers(0, n, 4001).astype(dtype)  # 5 chunks, the last one of 5
     prediction = rng.integers(0, n, 4001).astype(dtype)
@@ -222,8 +223,37 @@ def test_byte_pair_kernel_odd_chunks(monkeypatch: pytest.MonkeyPatch, n: int,
         reference, prediction)
 
 
+@pytest.mark.parametrize("pattern", ["both-zero", "reference-only", "prediction-only",
+                                     "one-voxel", "all-zero"])
+def test_background_runs_are_counted_not_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                 pattern: str) -> None:
+    """Runs of voxels that are 0 in both arrays add to pair (0, 0) without being indexed;
+    a run with a label on either side only must still be counted voxel by voxel."""
+    monkeypatch.setattr(engine, "BACKGROUND_CHUNK", 100)
+    rng = np.random.default_rng(len(pattern))
+    reference = rng.integers(0, 4, 1050).astype(np.uint8)
+    prediction = rng.integers(0, 4, 1050).astype(np.uint8)
+    quiet = slice(200, 500)  # chunks 2-4 entirely
+    if pattern == "both-zero":
+        reference[quiet] = prediction[quiet] = 0
+    elif pattern == "reference-only":
+        prediction[quiet] = 0
+    elif pattern == "prediction-only":
+        reference[quiet] = 0
+    elif pattern == "one-voxel":
+        reference[quiet] = prediction[quiet] = 0
+        prediction[350] = 3  # one label in an otherwise background chunk
+    else:
+        reference[:] = prediction[:] = 0
+    expected = oracle_confusion(reference, prediction)
+    assert as_dict(NUMPY.confusion(reference, prediction)) == expected
+    if pattern == "all-zero":
+        assert expected == {(0, 0): 1050}
+
+
 def test_confusion_chunk_boundary_in_3d_volume(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "CHUNK", 1000)
+    monkeypatch.setattr(engine, "BACKGROUND_CHUNK", 1000)
     rng = np.random.default_rng(3)
     reference = random_labels(rng, (13, 17, 11), np.uint8)  # 2431 voxels: 3 chunks
     prediction = random_labels(rng, (11, 17, 13), np.uint8).transpose(2, 1, 0)
