@@ -198,3 +198,38 @@ def test_help_lists_exit_codes():
     text = " ".join(result.stdout.split())  # rich wraps lines
     assert "Exit codes: 0 success; 1 a --fail-under bar not met" in text
     assert "3 one or more cases had invalid input" in text
+
+
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--help"], ["dice", "-h"], ["grade", "--help"], ["compare", "--help"],
+    ["evaluate"], ["iou", "a", "b", "--bogus"], ["fbeta", "a", "b", "--beta", "x"],
+    ["evaluate", "{pred}", "{gt}", "--json", "-", "-q"], ["dice", "{pred}", "{gt}"],
+    ["evaluate", "{pred}", "{gt}", "--labels", "1,7"],
+], ids=lambda args: "-".join(a.strip("-{}") for a in args))
+def test_single_command_app_behaves_like_the_full_app(png_folders, args):
+    """main() builds only the command named by the first argument (start-up time); its
+    output and exit code must be the full app's."""
+    from segeval.cli import app_for
+
+    pred, gt = png_folders
+    argv = [a.format(pred=pred, gt=gt) for a in args]
+    single = app_for(argv)
+    assert single is not app and len(single.registered_commands) == 1
+    full_result = runner.invoke(app, argv)
+    single_result = runner.invoke(single, argv)
+    assert single_result.exit_code == full_result.exit_code
+    assert single_result.stderr == full_result.stderr
+    if argv[-2:] == ["-", "-q"]:  # a JSON report: the same but for when and how long
+        reports = [json.loads(r.stdout) for r in (single_result, full_result)]
+        for report in reports:
+            assert report["run"].pop("seconds") >= 0 and report["run"].pop("created")
+        assert reports[0] == reports[1]
+    else:
+        assert single_result.stdout == full_result.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["-h", "evaluate"], ["evaluat", "a", "b"]])
+def test_full_app_without_a_command_name_first(args):
+    from segeval.cli import app_for
+
+    assert app_for(args) is app
