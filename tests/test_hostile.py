@@ -575,6 +575,26 @@ def test_supervised_pool_contains_hangs_and_crashes():
     assert elapsed < 10
 
 
+def test_supervised_pool_groups_quick_tasks_and_still_names_the_crash():
+    """Without a timeout quick tasks travel in groups; a crash inside a group sends its
+    tasks again one by one, so that only the crashing ones fail, and each exactly."""
+    items: list[object] = list(range(300))
+    items[150], items[233] = "segv", "exit"
+    with SupervisedPool(hostile_task, 2) as pool:
+        results = list(pool.map(items))
+    assert pool.messages < len(items) // 2  # grouped (plus the re-runs one by one)
+    assert results[150] == Failure("crashed", "killed by signal SIGSEGV")
+    assert results[233] == Failure("crashed", "exit code 1")
+    assert [r for i, r in enumerate(results) if i not in (150, 233)] == [
+        i * 10 for i in range(300) if i not in (150, 233)]
+
+
+def test_supervised_pool_with_a_timeout_sends_every_task_alone():
+    with SupervisedPool(hostile_task, 2, timeout=5.0) as pool:
+        results = list(pool.map(list(range(40))))
+    assert results == [i * 10 for i in range(40)] and pool.messages == 40
+
+
 @pytest.fixture
 def hostile_png_reader(monkeypatch, tmp_path):
     """Folders of PNG cases where reading ``crash.png`` kills the worker with SIGSEGV and
