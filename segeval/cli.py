@@ -345,8 +345,6 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         quiet: bool, debug: bool,
         all_metrics: bool) -> ExitCode:
     """Evaluate, write outputs, print, and return the exit code."""
-    from rich.console import Console
-
     err = _stderr()
     try:
         report = _evaluate_with_progress(prediction, reference, options, run_options, quiet,
@@ -365,18 +363,20 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
                   "(run with --debug for the traceback and please report it)", markup=False)
         return ExitCode.INTERNAL
 
-    from segeval.render import render, to_csv, write_csv
-
     stdout_taken = json_path == "-" or csv_path == "-"
+    data = report.to_dict()  # once: the JSON report, and then every output made from it
     try:
         if json_path == "-":
-            sys.stdout.write(report.to_json() + "\n")
+            sys.stdout.write(report.to_json(data=data) + "\n")
         elif json_path:
-            report.write_json(json_path)
-        if csv_path == "-":
-            sys.stdout.write(to_csv(report))
-        elif csv_path:
-            write_csv(report, csv_path)
+            report.write_json(json_path, data)
+        if csv_path:
+            from segeval.render import to_csv, write_csv
+
+            if csv_path == "-":
+                sys.stdout.write(to_csv(report))
+            else:
+                write_csv(report, csv_path)
     except OSError as exc:
         err.print(f"segeval: error: cannot write output: {exc}", markup=False)
         return ExitCode.USAGE
@@ -384,7 +384,6 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
     from segeval.gates import bars_table, check_bars, write_report_outputs
 
     try:
-        data = report.to_dict()
         if export is not None:
             from segeval.export import write_export
 
@@ -412,6 +411,10 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
                   f"a reference, ignored: {', '.join(report.unmatched_predictions[:5])}"
                   + (" ..." if len(report.unmatched_predictions) > 5 else ""), markup=False)
     if not quiet:
+        from rich.console import Console
+
+        from segeval.render import render
+
         console = err if stdout_taken else Console(highlight=False)
         metrics = METRICS if all_metrics else (report.config.headline_metric,)
         render(report, console, metrics, per_class, per_case)
@@ -480,9 +483,23 @@ def write_pictures(data: dict[str, Any], metric: str, err: Any, *, html_path: st
 
 
 def _stderr() -> Any:
-    from rich.console import Console
+    return _LazyConsole()
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message
+
+class _LazyConsole:
+    """rich's stderr Console, made on first use: a quiet run with nothing to say never
+    imports rich.console (~11 ms of start-up)."""
+
+    def __init__(self) -> None:
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, highlight=False,
+                                    soft_wrap=True)  # one line per message
+        return getattr(self._console, name)
 
 
 def _parse_labels(text: str | None) -> list[int] | None:

@@ -93,7 +93,7 @@ class Report:
             },
             "classes": [{"key": c.key, "name": c.name, "labels": list(c.labels)}
                         for c in self.classes],
-            "cases": [self._case_dict(i, case, keys) for i, case in enumerate(self.cases)],
+            "cases": self._case_dicts(keys),
             "per_class": {
                 key: {
                     "name": self.classes[k].name,
@@ -126,13 +126,24 @@ class Report:
             data["sweep"] = self.sweep
         return data
 
-    def _case_dict(self, index: int, case: CaseResult, keys: list[str]) -> dict[str, Any]:
+    def _case_dicts(self, keys: list[str]) -> list[dict[str, Any]]:
+        # Python lists first: indexing NumPy arrays scalar by scalar cost ~40 ms for 400
+        # cases × 10 numbers × K classes
+        counts = {c: getattr(self.table, c).tolist() for c in COUNTS}
+        values = {m: self.reductions.per_case[m].tolist() for m in METRICS}
+        return [self._case_dict(i, case, keys, counts, values)
+                for i, case in enumerate(self.cases)]
+
+    @staticmethod
+    def _case_dict(index: int, case: CaseResult, keys: list[str],
+                   counts: dict[str, list[list[Any]]],
+                   values: dict[str, list[list[Any]]]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         if case.scored:
             for k, key in enumerate(keys):
                 metrics[key] = {
-                    **{c: _number(getattr(self.table, c)[index, k]) for c in COUNTS},
-                    **{m: _number(self.reductions.per_case[m][index, k]) for m in METRICS},
+                    **{c: _number(counts[c][index][k]) for c in COUNTS},
+                    **{m: _number(values[m][index][k]) for m in METRICS},
                 }
         return {
             "id": case.id,
@@ -149,14 +160,15 @@ class Report:
             "metrics": metrics,
         }
 
-    def to_json(self, indent: int | None = None) -> str:
-        """Valid JSON (``allow_nan=False``: undefined values are null).
+    def to_json(self, indent: int | None = None, data: dict[str, Any] | None = None) -> str:
+        """Valid JSON (``allow_nan=False``: undefined values are null) of ``data``, which
+        must be this report's :meth:`to_dict` (built here when not given).
 
         By default one top-level key per line and one case per line: readable, diffable,
         and written by the C encoder (``indent`` selects the slower pure-Python one, which
         took 0.23 s for 400 cases).
         """
-        data = self.to_dict()
+        data = self.to_dict() if data is None else data
         if indent is not None:
             return json.dumps(data, indent=indent, allow_nan=False)
         lines = []
@@ -168,9 +180,9 @@ class Report:
                 lines.append(f"  {json.dumps(key)}: {json.dumps(value, allow_nan=False)}")
         return "{\n" + ",\n".join(lines) + "\n}"
 
-    def write_json(self, path: str | Path) -> None:
+    def write_json(self, path: str | Path, data: dict[str, Any] | None = None) -> None:
         """Write atomically: a temporary file in the same folder, then a rename."""
-        write_text_atomic(Path(path), self.to_json() + "\n")
+        write_text_atomic(Path(path), self.to_json(data=data) + "\n")
 
 
 def _number(value: Any) -> int | float | None:
