@@ -60,9 +60,10 @@ class Confusion:
         # membership of each distinct label in each class, then looked up per pair: two
         # searches instead of 2·K np.isin passes (14 ms -> 0.1 ms per case at K = 117)
         labels = np.union1d(self.reference, self.prediction)
-        values = labels.tolist()
-        member = np.array([[value in set(c.labels) for value in values] for c in classes],
-                          dtype=bool).reshape(len(classes), len(labels))
+        position = {value: i for i, value in enumerate(labels.tolist())}
+        member = np.zeros((len(classes), len(labels)), dtype=bool)
+        for row, spec in enumerate(classes):
+            member[row, [position[v] for v in spec.labels if v in position]] = True
         in_ref = member[:, np.searchsorted(labels, self.reference)]
         in_pred = member[:, np.searchsorted(labels, self.prediction)]
         tp = (count * (in_ref & in_pred)).sum(axis=1)

@@ -223,16 +223,18 @@ def test_byte_pair_kernel_odd_chunks(monkeypatch: pytest.MonkeyPatch, n: int,
         reference, prediction)
 
 
+@pytest.mark.parametrize("labels", [4, 20], ids=["uint8-index", "uint16-index"])
 @pytest.mark.parametrize("pattern", ["both-zero", "reference-only", "prediction-only",
                                      "one-voxel", "all-zero"])
 def test_background_runs_are_counted_not_skipped(monkeypatch: pytest.MonkeyPatch,
-                                                 pattern: str) -> None:
+                                                 pattern: str, labels: int) -> None:
     """Runs of voxels that are 0 in both arrays add to pair (0, 0) without being indexed;
     a run with a label on either side only must still be counted voxel by voxel."""
     monkeypatch.setattr(engine, "BACKGROUND_CHUNK", 100)
     rng = np.random.default_rng(len(pattern))
-    reference = rng.integers(0, 4, 1050).astype(np.uint8)
-    prediction = rng.integers(0, 4, 1050).astype(np.uint8)
+    reference = rng.integers(0, labels, 1050).astype(np.uint8)
+    prediction = rng.integers(0, labels, 1050).astype(np.uint8)
+    reference[7] = prediction[7] = labels - 1  # the widest index occurs
     quiet = slice(200, 500)  # chunks 2-4 entirely
     if pattern == "both-zero":
         reference[quiet] = prediction[quiet] = 0
