@@ -1,9 +1,10 @@
 """The torch backend: the same counts as :class:`segeval.engine.NumpyBackend`, on a GPU.
 
 Imported only for ``--device cuda|cuda:N|mps`` or tensors already on a GPU.  Label maps are
-counted with ``torch.bincount`` over ``reference * n + prediction`` in chunks (int64 index
-on the device, no one-hot), and the resulting counts are brought back as int64 NumPy arrays,
-so every later step is shared with the CPU path.
+counted with ``torch.bincount`` over ``reference * n + prediction`` in chunks (the index in
+the smallest integer type that holds n·n values, on the device, no one-hot), and the
+resulting counts are brought back as int64 NumPy arrays, so every later step is shared with
+the CPU path.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from segeval.engine import (
 )
 from segeval.errors import UsageError
 
-GPU_CHUNK = CHUNK * 16  # GPUs have memory to spare; 64 Mi voxels per bincount
+GPU_CHUNK = CHUNK * 16  # GPUs have memory to spare: 4 Mi voxels per bincount
 
 
 def check_device(device: str) -> None:
@@ -146,14 +147,28 @@ class TorchBackend:
         n = int(max(ref.max().item(), pred.max().item())) + 1
         if n * n > DENSE_BINS:
             return _sparse_confusion(ref.cpu().numpy(), pred.cpu().numpy())
+        index_dtype = self._index_dtype(n * n)
         bins = torch.zeros(n * n, dtype=torch.int64, device=self.device)
         for start in range(0, ref.numel(), GPU_CHUNK):
-            index = ref[start:start + GPU_CHUNK].to(torch.int64) * n
-            index += pred[start:start + GPU_CHUNK].to(torch.int64)
+            index = ref[start:start + GPU_CHUNK].to(index_dtype) * n  # stays index_dtype
+            index += pred[start:start + GPU_CHUNK].to(index_dtype)
             bins += torch.bincount(index, minlength=n * n)
         counts = bins.cpu().numpy()
         (nonzero,) = np.nonzero(counts)
         return Confusion(nonzero // n, nonzero % n, counts[nonzero])
+
+    def _index_dtype(self, bins: int) -> torch.dtype:
+        """The smallest integer type holding every pair index: the bincount's input is read
+        and written once more per voxel, so uint8 instead of int64 moves 8× fewer bytes
+        through GPU memory (the counting is memory-bound).  MPS keeps the int64 index it
+        always had: no MPS machine was at hand to check its bincount on smaller types."""
+        if str(self.device).startswith("mps"):
+            return torch.int64
+        if bins <= 1 << 8:
+            return torch.uint8
+        if bins <= 1 << 15:
+            return torch.int16
+        return torch.int32 if bins <= 1 << 31 else torch.int64
 
     def channel_counts(self, reference: torch.Tensor, prediction: torch.Tensor,
                        valid: torch.Tensor | None) -> ChannelCounts:

@@ -456,6 +456,27 @@ def test_torch_confusion_equals_numpy(torch_backend: Any, data: st.DataObject,
     assert as_dict(got) == oracle_confusion(reference, prediction)
 
 
+@pytest.mark.parametrize("n,index_dtype", [(2, "uint8"), (16, "uint8"), (17, "int16"),
+                                           (181, "int16"), (182, "int32"), (2048, "int32")])
+def test_torch_index_type_boundaries(torch_backend: Any, monkeypatch: pytest.MonkeyPatch,
+                                     n: int, index_dtype: str) -> None:
+    """The pair index lives in the smallest type holding n·n values; at each boundary, and
+    across chunk boundaries, the counts are NumPy's."""
+    import torch
+
+    from segeval import engine_torch
+
+    assert torch_backend._index_dtype(n * n) == getattr(torch, index_dtype)
+    monkeypatch.setattr(engine_torch, "GPU_CHUNK", 1001)
+    rng = np.random.default_rng(n)
+    reference = rng.integers(0, n, 5000).astype(np.int32)
+    prediction = rng.integers(0, n, 5000).astype(np.int32)
+    reference[0] = prediction[0] = n - 1  # the largest index, n·n − 1, occurs
+    got = torch_backend.confusion(torch_backend.asarray(reference),
+                                  torch_backend.asarray(prediction))
+    assert as_dict(got) == oracle_confusion(reference, prediction)
+
+
 @FAST
 @given(data=st.data())
 def test_torch_channel_and_soft_counts_equal_numpy(torch_backend: Any,
