@@ -512,6 +512,52 @@ def ensure_relabelled(data: Path, source: Path, cases: int, shape: tuple[int, ..
     return target
 
 
+SWEEP_CASES = 6
+SWEEP_SHAPE = (192, 192, 96)
+SWEEP_THRESHOLDS = "0.05:0.95:0.05"  # 19 thresholds
+
+
+def ensure_probability_set(data: Path, python: str) -> Path:
+    """Float32 probability maps against binary references, for the sweep section: the
+    4-class generator's volumes, foreground = label > 0, the prediction's mask box-blurred
+    over 5 voxels per axis so that it has soft edges (and compresses like real output)."""
+    target = set_dir(data, "nifti", SWEEP_CASES, SWEEP_SHAPE, "prob")
+    if _complete(target):
+        return target
+    source = ensure_set(data, "nifti", SWEEP_CASES, SWEEP_SHAPE, 4, python)
+    import nibabel as nib
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from generate import write_nifti
+
+    print(f"  making probability maps {target.name} ...", file=sys.stderr, flush=True)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in ("gt", "pred"):
+        (tmp / folder).mkdir(parents=True)
+    for i in range(SWEEP_CASES):
+        name = f"case_{i:03d}.nii.gz"
+        zooms = tuple(float(z) for z in nib.load(str(source / "gt" / name)).header.get_zooms())
+        reference = np.asarray(nib.load(str(source / "gt" / name)).dataobj) > 0
+        blurred = (np.asarray(nib.load(str(source / "pred" / name)).dataobj) > 0).astype(
+            np.float32)
+        for axis in range(3):  # a 5-voxel box filter per axis, edges clamped
+            padded = np.pad(blurred, [(2, 2) if a == axis else (0, 0) for a in range(3)],
+                            mode="edge")
+            total = np.cumsum(padded, axis=axis, dtype=np.float64)
+            total = np.concatenate([np.zeros_like(np.take(total, [0], axis=axis)), total],
+                                   axis=axis)
+            size = blurred.shape[axis]
+            blurred = ((np.take(total, range(5, size + 5), axis=axis)
+                        - np.take(total, range(size), axis=axis)) / 5).astype(np.float32)
+        write_nifti(tmp / "gt" / name, reference.astype(np.uint8), zooms)
+        write_nifti(tmp / "pred" / name, np.clip(blurred, 0, 1).astype(np.float32), zooms)
+    _mark(tmp, {"probabilities_from": source.name, "cases": SWEEP_CASES})
+    tmp.rename(target)
+    return target
+
+
 def ensure_big_pair(data: Path, shape: tuple[int, int, int], classes: int = 4,
                     seed: int = 0) -> Path:
     """One gt/pred pair of nested ellipsoids written as .nii.gz slab by slab (z-slabs are
@@ -809,6 +855,32 @@ class Bench:
         return (f"Counts of case_000 ({len(case['metrics'])} classes) equal a NumPy bincount"
                 if bad == 0 else f"COUNTS DIFFER from a NumPy bincount in {bad} classes")
 
+    # ---- 5b: threshold sweep --------------------------------------------------------------
+    def section_sweep(self, root: Path) -> None:
+        pred, gt = root / "pred", root / "gt"
+        single_json, sweep_json = self.work / "sweep1.json", self.work / "sweep19.json"
+        cmds = [Cmd("load only", self.script("load_nifti", pred, gt)),
+                Cmd("segeval, --threshold 0.5", self.segeval_cmd(pred, gt, single_json)),
+                Cmd(f"segeval, --threshold {SWEEP_THRESHOLDS} (19 thresholds)",
+                    self.segeval_cmd(pred, gt, sweep_json, "--threshold", SWEEP_THRESHOLDS))]
+        load, single, sweep = self.run(cmds)
+        check = ""
+        if single.ok and sweep.ok:  # the sweep's 0.5 row must be the single run's numbers
+            one = json.loads(single_json.read_text())["summary"]["macro"]["dice"]
+            block = json.loads(sweep_json.read_text())["sweep"]
+            at = [i for i, t in enumerate(block["thresholds"]) if abs(t - 0.5) < 1e-9]
+            same = bool(at) and block["summary"]["macro"]["dice"][at[0]] == one
+            check = (f"; at 0.5 the sweep's macro Dice equals the single run's ({one:.6f})"
+                     if same else "; THE SWEEP AT 0.5 DIFFERS FROM THE SINGLE RUN")
+        rows = [[m.cmd.name, fmt_s(m), fmt_x(ratio(m, load)), fmt_mb(m.rss_mb)]
+                for m in (load, single, sweep)]
+        notes = [f"19 thresholds / 1 threshold: **{fmt_x(ratio(sweep, single))}** (one pass "
+                 "per case whatever the number of thresholds)" + check + "."]
+        self.add(Table("sweep", f"Threshold sweep: {SWEEP_CASES} float32 probability maps of "
+                       f"{'×'.join(map(str, SWEEP_SHAPE))} .nii.gz, binary references",
+                       ["pipeline", f"s, median of {self.rounds} (min–max)", "× load-only",
+                        "max RSS MB"], rows, notes, [m.to_json() for m in (load, single, sweep)]))
+
     # ---- 6: memory ----------------------------------------------------------------------
     def section_memory(self, big: Path | None, main_set: Path, cases: int) -> None:
         cmds = []
@@ -1005,8 +1077,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         help="also write the tables: PATH.md (Markdown) and PATH.json, or only "
                         "JSON when PATH ends in .json")
-    parser.add_argument("--sections", default="nifti,png,classes,memory,scaling,startup",
-                        help="comma-separated subset of nifti,png,classes,memory,scaling,startup")
+    parser.add_argument("--sections",
+                        default="nifti,png,classes,sweep,memory,scaling,startup",
+                        help="comma-separated subset of "
+                        "nifti,png,classes,sweep,memory,scaling,startup")
     parser.add_argument("--competitors", default=None,
                         help=f"comma-separated subset of {','.join(COMPETITORS)} (default: all; "
                         f"--quick: {','.join(QUICK_COMPETITORS)}); 'none' for none")
@@ -1069,6 +1143,7 @@ def main() -> None:
         if "png" in sections else None
     many = ensure_relabelled(args.data, main_set, main_cases, shape3) \
         if "classes" in sections else None
+    probabilities = ensure_probability_set(args.data, py) if "sweep" in sections else None
     big = ensure_big_pair(args.data, (1024, 1024, 512)) \
         if "memory" in sections and not args.quick else None
     scale_sets = []
@@ -1096,6 +1171,9 @@ def main() -> None:
         if many is not None:
             print("\n== classes", file=sys.stderr)
             bench.section_classes(main_set, many, main_cases)
+        if probabilities is not None:
+            print("\n== sweep", file=sys.stderr)
+            bench.section_sweep(probabilities)
         if "memory" in sections:
             print("\n== memory", file=sys.stderr)
             bench.section_memory(big, main_set, main_cases)
