@@ -490,13 +490,22 @@ def ensure_relabelled(data: Path, source: Path, cases: int, shape: tuple[int, ..
         if n >= cases and _complete(other):
             link_subset(other, target, cases, ".nii.gz")
             return target
+    print(f"  relabelling {source.name} → {target.name} ...", file=sys.stderr, flush=True)
+    return write_derived(source, target, cases, lambda folder, array: relabel(array),
+                         {"relabelled_from": source.name, "classes": RELABEL_CLASSES})
+
+
+def write_derived(source: Path, target: Path, cases: int, convert: Callable[[str, Any], Any],
+                  info: dict[str, Any]) -> Path:
+    """A set made from another one, case by case: ``convert(folder, array)`` gives the new
+    array of each file ("gt" or "pred"), written with generate.py's writer (gzip level 6)
+    and the source's spacing."""
     import nibabel as nib
     import numpy as np
 
     sys.path.insert(0, str(HERE))
-    from generate import write_nifti  # the same writer (gzip level 6) as the 4-class set
+    from generate import write_nifti
 
-    print(f"  relabelling {source.name} → {target.name} ...", file=sys.stderr, flush=True)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for folder in ("gt", "pred"):
@@ -504,10 +513,9 @@ def ensure_relabelled(data: Path, source: Path, cases: int, shape: tuple[int, ..
         for i in range(cases):
             name = f"case_{i:03d}.nii.gz"
             image: Any = nib.load(str(source / folder / name))
-            array = relabel(np.asarray(image.dataobj))
-            write_nifti(tmp / folder / name, array,
+            write_nifti(tmp / folder / name, convert(folder, np.asarray(image.dataobj)),
                         tuple(float(z) for z in image.header.get_zooms()))
-    _mark(tmp, {"relabelled_from": source.name, "classes": RELABEL_CLASSES})
+    _mark(tmp, info)
     tmp.rename(target)
     return target
 
@@ -525,37 +533,29 @@ def ensure_probability_set(data: Path, python: str) -> Path:
     if _complete(target):
         return target
     source = ensure_set(data, "nifti", SWEEP_CASES, SWEEP_SHAPE, 4, python)
-    import nibabel as nib
+    print(f"  making probability maps {target.name} ...", file=sys.stderr, flush=True)
+    return write_derived(source, target, SWEEP_CASES, _probabilities,
+                         {"probabilities_from": source.name, "cases": SWEEP_CASES})
+
+
+def _probabilities(folder: str, labels: Any) -> Any:
+    """gt: foreground (label > 0) as uint8; pred: that mask box-blurred over 5 voxels per
+    axis (edges clamped), float32 in [0, 1]."""
     import numpy as np
 
-    sys.path.insert(0, str(HERE))
-    from generate import write_nifti
-
-    print(f"  making probability maps {target.name} ...", file=sys.stderr, flush=True)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for folder in ("gt", "pred"):
-        (tmp / folder).mkdir(parents=True)
-    for i in range(SWEEP_CASES):
-        name = f"case_{i:03d}.nii.gz"
-        zooms = tuple(float(z) for z in nib.load(str(source / "gt" / name)).header.get_zooms())
-        reference = np.asarray(nib.load(str(source / "gt" / name)).dataobj) > 0
-        blurred = (np.asarray(nib.load(str(source / "pred" / name)).dataobj) > 0).astype(
-            np.float32)
-        for axis in range(3):  # a 5-voxel box filter per axis, edges clamped
-            padded = np.pad(blurred, [(2, 2) if a == axis else (0, 0) for a in range(3)],
-                            mode="edge")
-            total = np.cumsum(padded, axis=axis, dtype=np.float64)
-            total = np.concatenate([np.zeros_like(np.take(total, [0], axis=axis)), total],
-                                   axis=axis)
-            size = blurred.shape[axis]
-            blurred = ((np.take(total, range(5, size + 5), axis=axis)
-                        - np.take(total, range(size), axis=axis)) / 5).astype(np.float32)
-        write_nifti(tmp / "gt" / name, reference.astype(np.uint8), zooms)
-        write_nifti(tmp / "pred" / name, np.clip(blurred, 0, 1).astype(np.float32), zooms)
-    _mark(tmp, {"probabilities_from": source.name, "cases": SWEEP_CASES})
-    tmp.rename(target)
-    return target
+    if folder == "gt":
+        return (labels > 0).astype(np.uint8)
+    blurred = (labels > 0).astype(np.float32)
+    for axis in range(3):
+        padded = np.pad(blurred, [(2, 2) if a == axis else (0, 0) for a in range(3)],
+                        mode="edge")
+        total = np.cumsum(padded, axis=axis, dtype=np.float64)
+        total = np.concatenate([np.zeros_like(np.take(total, [0], axis=axis)), total],
+                               axis=axis)
+        size = blurred.shape[axis]
+        blurred = ((np.take(total, range(5, size + 5), axis=axis)
+                    - np.take(total, range(size), axis=axis)) / 5).astype(np.float32)
+    return np.clip(blurred, 0, 1).astype(np.float32)
 
 
 def ensure_big_pair(data: Path, shape: tuple[int, int, int], classes: int = 4,
