@@ -990,6 +990,15 @@ try:
     info["segeval_inflate"] = nifti._inflate_module.__name__
 except Exception as exc:
     info["segeval_inflate"] = f"unknown ({exc})"
+try:
+    import imagecodecs; info["imagecodecs"] = imagecodecs.__version__
+except ImportError:
+    info["imagecodecs"] = None
+try:
+    from segeval.io import png
+    info["segeval_png"] = "libpng (imagecodecs)" if png._png_decode else "Pillow"
+except Exception as exc:
+    info["segeval_png"] = f"unknown ({exc})"
 import segeval; info["segeval"] = segeval.__version__
 print(json.dumps(info))
 '''
@@ -1218,8 +1227,9 @@ def main() -> None:
             machine = (f"Machine: {info['nproc']} usable cores, {info['cpu']}, {info['memory']}"
                        f"; Python {info['python']}, NumPy {info['numpy']}, nibabel "
                        f"{info['nibabel']}, Pillow {info['pillow']}, isal {info['isal']} "
-                       f"(segeval inflates with {info['segeval_inflate']}), torch "
-                       f"{info['torch']}.")
+                       f"(segeval inflates with {info['segeval_inflate']}), imagecodecs "
+                       f"{info['imagecodecs']} (segeval decodes grayscale PNG with "
+                       f"{info['segeval_png']}), torch {info['torch']}.")
             out.write_text("\n".join([machine, "", *(t.markdown() for t in bench.tables),
                                       footer, ""]))
             out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
