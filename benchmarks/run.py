@@ -1,7 +1,7 @@
 """Whole-process benchmarks of ``segeval evaluate`` against load-only baselines and peers.
 
-    python benchmarks/run.py                 # the full benchmark (~15-25 minutes, ~25 MB of data)
-    python benchmarks/run.py --quick         # about a minute once the data exists
+    python benchmarks/run.py                 # the full benchmark (8-25 min by machine; ~20 MB data)
+    python benchmarks/run.py --quick         # under a minute once the data exists
     python benchmarks/run.py --out docs/bench.md   # also write the tables (.md + .json)
     python benchmarks/run.py --snapshot HEAD  # measure the committed segeval, not the tree
 
