@@ -47,3 +47,24 @@ def test_tensors_on_gpu_are_counted_there(device):
     gpu = segeval.evaluate(*tensors, channel_axis=0)  # auto: the tensors' device
     assert gpu.run["device"].startswith(device)
     assert comparable(gpu) == comparable(cpu)
+
+
+def test_gpu_benchmark_script_runs_and_checks_counts_on_the_cpu(tmp_path):
+    """benchmarks/gpu.py is what a session with a GPU runs for issue 4's throughput target;
+    here it runs on the CPU so that it cannot rot, and its counts must equal NumPy's."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["shape"], r["classes"]) for r in rows] == [
+        ("64×64×40", 4), ("64×64×40", 16), ("96×96×64", 4), ("96×96×64", 16)]
+    assert all(r["agrees_with_numpy"] and r["count_s"] > 0 for r in rows)
+    assert all(r["voxels"] == int(np.prod([int(s) for s in r["shape"].split("×")]))
+               for r in rows)
+    assert "| 96×96×64 | 16 |" in done.stdout
