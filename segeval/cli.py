@@ -437,7 +437,8 @@ def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str
         return evaluate(prediction, reference, **run_options, **options)
     from rich.progress import Progress
 
-    with Progress(console=err, transient=True) as bar:
+    with Progress(console=err.real() if isinstance(err, _LazyConsole) else err,
+                  transient=True) as bar:
         task = bar.add_task("evaluating", total=None)
 
         def advance(done: int, total: int, case: str) -> None:
@@ -488,18 +489,23 @@ def _stderr() -> Any:
 
 class _LazyConsole:
     """rich's stderr Console, made on first use: a quiet run with nothing to say never
-    imports rich.console (~11 ms of start-up)."""
+    imports rich.console (~11 ms of start-up).  Attributes are forwarded; what needs the
+    Console itself (rich's Progress enters it as a context manager) takes :meth:`real`."""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        self._options = {"stderr": True, "highlight": False,
+                         "soft_wrap": True, **options}  # soft wrap: one line per message
         self._console: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    def real(self) -> Any:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=True, highlight=False,
-                                    soft_wrap=True)  # one line per message
-        return getattr(self._console, name)
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
 
 
 def _parse_labels(text: str | None) -> list[int] | None:

@@ -233,3 +233,36 @@ def test_full_app_without_a_command_name_first(args):
     from segeval.cli import app_for
 
     assert app_for(args) is app
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_interactive_run_in_a_terminal_shows_progress_and_the_table():
+    """On a terminal (no -q) the run shows rich's progress bar on stderr: the path the
+    CliRunner tests cannot take, because their output is not a terminal."""
+    import pty
+    import select
+
+    command = [sys.executable, "-m", "segeval", "dice", str(REPO / "sample_data/png2d/pred"),
+               str(REPO / "sample_data/png2d/gt"), "--label-names",
+               str(REPO / "sample_data/png2d/labels.json")]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the pseudo-terminal
+        os.chdir(REPO)
+        os.execvpe(command[0], command, {**os.environ, "COLUMNS": "120"})
+    output = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "internal error" not in text
+    assert "dice (macro) = 0.7443" in text  # the README's quickstart number
