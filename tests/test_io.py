@@ -425,6 +425,73 @@ def test_png_without_imagecodecs_reads_the_same(tmp_path: Path,
     np.testing.assert_array_equal(load_mask(path).array, array)
 
 
+def _with_chunk(png: bytes, kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    """``png`` with one more chunk right after IHDR (which ends at byte 33)."""
+    import struct
+    import zlib
+
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return png[:33] + struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc) \
+        + png[33:]
+
+
+def test_png_libpng_warning_sends_the_file_to_pillow_silently(tmp_path: Path,
+                                                              capfd: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """A grayscale file with a broken ICC profile: libpng decodes it with a warning, Pillow
+    without one.  Pillow's reading is used and nothing is printed."""
+    import zlib
+
+    from segeval.io import png
+
+    labels = _mask_like(np.random.default_rng(6), (16, 20), 4, np.uint8)
+    profile = b"ICC Profile\0\0" + zlib.compress(b"not a colour profile" * 10)
+    path = tmp_path / "icc.png"
+    path.write_bytes(_with_chunk(_pillow_png(labels), b"iCCP", profile))
+    assert png._read_fast(path) is None
+    np.testing.assert_array_equal(load_mask(path).array, labels)
+    assert capfd.readouterr().err == ""
+
+
+def test_png_bad_ancillary_crc_is_refused_by_both_decoders(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """libpng only warns about a tEXt chunk with a bad CRC; Pillow refuses the file.  The
+    file must be refused whichever decoder is installed."""
+    from segeval.io import png
+
+    labels = _mask_like(np.random.default_rng(7), (16, 20), 4, np.uint8)
+    path = tmp_path / "crc.png"
+    path.write_bytes(_with_chunk(_pillow_png(labels), b"tEXt", b"Comment\0hello", crc=1))
+    codes = []
+    for decoder in (png._png_decode, None):
+        monkeypatch.setattr(png, "_png_decode", decoder)
+        with pytest.raises(CaseError) as raised:
+            load_mask(path)
+        codes.append(raised.value.code)
+    assert codes == [errors.E_UNREADABLE, errors.E_UNREADABLE]
+
+
+def test_other_imagecodecs_warnings_are_handled_as_before(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    """Outside segeval's own decoding the handler changes nothing: with logging configured
+    the record reaches the configured handlers; without, Python prints it to stderr."""
+    import logging
+    import subprocess
+    import sys
+
+    import segeval.io.png  # noqa: F401  (installs the handler)
+
+    with caplog.at_level(logging.WARNING, logger="imagecodecs"):
+        logging.getLogger("imagecodecs").warning("a warning from elsewhere")
+    assert "a warning from elsewhere" in caplog.text
+    done = subprocess.run(
+        [sys.executable, "-c", "import logging, segeval.io.png; "
+         "logging.getLogger('imagecodecs').warning('unconfigured warning')"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr.strip() == "unconfigured warning"
+
+
 def test_png_fast_path_refused_file_is_worded_by_pillow(tmp_path: Path) -> None:
     """A damaged grayscale PNG that libpng refuses goes to Pillow, whose error it gets."""
     from segeval.io import png

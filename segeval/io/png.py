@@ -9,12 +9,17 @@ Fast path: the common mask, 8- or 16-bit grayscale, not interlaced, is decoded b
 through ``imagecodecs`` when it is installed (about twice as fast as Pillow on a 512×512
 mask, most of it a faster inflate).  The result must have exactly the shape and type the
 IHDR chunk announces, or the file goes to Pillow; so does every other kind of PNG (palette,
-1/2/4-bit, transparency, interlaced) and every file libpng refuses, so that errors read the
-same whichever decoder was tried first.  Tests assert both decoders give identical arrays.
+1/2/4-bit, transparency, interlaced), every file libpng refuses, and every file libpng only
+warns about (an ancillary chunk with a bad CRC, which Pillow refuses; a colour ICC profile
+in a grayscale file), so that the same files are accepted, and errors read the same,
+whichever decoder was tried first.  libpng's warnings are not printed.  Tests assert both
+decoders give identical arrays.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +37,38 @@ try:  # libpng via imagecodecs: optional, Pillow decodes everything without it
     from imagecodecs import png_decode as _png_decode
 except ImportError:  # pragma: no cover - depends on the platform's wheels
     _png_decode = None  # type: ignore[assignment]
+
+
+class _LibpngWarnings(logging.Handler):
+    """imagecodecs logs libpng's warnings to the ``imagecodecs`` logger, from the thread
+    that decodes.  While segeval decodes in a thread they are collected there (and the
+    file goes to Pillow); any other record is handled as Python would have without this
+    handler (printed to stderr when logging is not configured)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        seen: list[str] | None = getattr(self.local, "seen", None)
+        if seen is not None:
+            seen.append(record.getMessage())
+        elif not logging.getLogger().handlers and logging.lastResort is not None:
+            logging.lastResort.handle(record)
+
+    @contextmanager
+    def collecting(self) -> Iterator[list[str]]:
+        seen: list[str] = []
+        self.local.seen = seen
+        try:
+            yield seen
+        finally:
+            self.local.seen = None
+
+
+_LIBPNG_WARNINGS = _LibpngWarnings()
+if _png_decode is not None:
+    logging.getLogger("imagecodecs").addHandler(_LIBPNG_WARNINGS)
 
 LABEL_MODES = {"1", "L", "P", "I;16", "I;16B", "I;16L", "I"}
 
@@ -109,14 +146,17 @@ def _read_fast(path: Path) -> np.ndarray | None:
         if ihdr is None or ihdr[3] != 0 or ihdr[2] not in FAST_DEPTHS or ihdr[4] != 0:
             return None
         width, height, depth = ihdr[0], ihdr[1], ihdr[2]
-        expected = width * height * (depth // 8)
-        if path.stat().st_size > 2 * expected + (1 << 20):
+        limit = 2 * width * height * (depth // 8) + (1 << 20)
+        data = head + stream.read(limit + 1)
+        if len(data) > limit:
             return None  # far larger than its pixels: Pillow reads it in bounded pieces
-        data = head + stream.read()
-    try:
-        array = _png_decode(data)
-    except Exception:
-        return None  # Pillow decides, and words the error
+    with _LIBPNG_WARNINGS.collecting() as warned:
+        try:
+            array = _png_decode(data)
+        except Exception:
+            return None  # Pillow decides, and words the error
+    if warned:
+        return None  # accepted by libpng with a warning: Pillow decides
     if array.shape != (height, width) or array.dtype != FAST_DEPTHS[depth]:
         return None  # libpng added channels (a tRNS chunk): Pillow's reading is the rule
     return np.asarray(array)
