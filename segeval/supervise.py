@@ -98,6 +98,7 @@ class SupervisedPool(Generic[T, R]):
     DEPTH = 2
     GROUP_SECONDS = 0.01  # aim for messages of about this much work
     MAX_GROUP = 16
+    MAX_IDLE_DEATHS = 8  # workers found dead before their next task; then tasks are blamed
 
     def __init__(self, function: Callable[[T], R], workers: int,
                  timeout: float | None = None) -> None:
@@ -107,6 +108,7 @@ class SupervisedPool(Generic[T, R]):
         self.seconds = 0.0  # measured by the workers, over the tasks they finished
         self.finished = 0
         self.messages = 0  # groups sent (for tests and diagnostics)
+        self.idle_deaths = 0
 
     def __enter__(self) -> SupervisedPool[T, R]:
         return self
@@ -144,7 +146,7 @@ class SupervisedPool(Generic[T, R]):
         results: dict[int, R | Failure] = {}
         next_out = 0
         while next_out < len(tasks):
-            for worker in self.workers:  # keep every worker's queue full
+            for position, worker in enumerate(self.workers):  # keep every queue full
                 while waiting and len(worker.queue) < self.DEPTH:
                     group = self._next_group(waiting, alone)
                     if not worker.queue:
@@ -153,9 +155,20 @@ class SupervisedPool(Generic[T, R]):
                     self.messages += 1
                     try:
                         worker.connection.send([tasks[i] for i in group])
-                    except OSError:  # it died: its sentinel says so below, and the
-                        break  # group is sent again with the rest of its queue
+                    except OSError:  # it is dead
+                        if len(worker.queue) == 1 and self.idle_deaths < self.MAX_IDLE_DEATHS:
+                            # it died idle (killed from outside): this group never ran
+                            self.idle_deaths += 1
+                            worker.queue.clear()
+                            waiting.extendleft(reversed(group))
+                            worker.stop(kill=True)
+                            self.workers[position] = _Worker(self.function)
+                        # else its sentinel says so below, and the head of its queue is
+                        # what it died on; the rest is sent again
+                        break
             busy = [w for w in self.workers if w.queue]
+            if not busy:  # a worker found dead before its task was replaced: send again
+                continue
             nearest = min(w.deadline for w in busy)
             wait_for = None if nearest == float("inf") else max(0.0, nearest - time.monotonic())
             ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy],

@@ -589,6 +589,34 @@ def test_supervised_pool_groups_quick_tasks_and_still_names_the_crash():
         i * 10 for i in range(300) if i not in (150, 233)]
 
 
+def test_supervised_pool_worker_killed_while_idle_blames_no_task():
+    """A worker killed from outside while it has nothing to do (OOM killer, kill) is
+    replaced and the task it was about to get runs on the next one; nothing is reported
+    as crashed."""
+    with SupervisedPool(hostile_task, 1) as pool:
+        pool.workers[0].process.kill()  # idle: nothing sent yet
+        pool.workers[0].process.join()
+        results = list(pool.map(list(range(4))))
+    assert results == [0, 10, 20, 30] and pool.idle_deaths == 1
+
+
+def test_supervised_pool_workers_that_never_start_end_the_run(monkeypatch):
+    """Workers that die as they start: the tasks are blamed (at the latest after a few
+    replacements of workers found dead), so the run ends instead of starting workers for
+    ever."""
+    import segeval.supervise
+
+    monkeypatch.setattr(segeval.supervise, "_serve", _exit_at_once)
+    with SupervisedPool(hostile_task, 2) as pool:
+        results = list(pool.map([1, 2, 3]))
+    assert results == [Failure("crashed", "exit code 3")] * 3
+    assert pool.idle_deaths <= SupervisedPool.MAX_IDLE_DEATHS
+
+
+def _exit_at_once(function: object, connection: object) -> None:
+    os._exit(3)
+
+
 def test_supervised_pool_with_a_timeout_sends_every_task_alone():
     with SupervisedPool(hostile_task, 2, timeout=5.0) as pool:
         results = list(pool.map(list(range(40))))
