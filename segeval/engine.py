@@ -14,6 +14,7 @@ classes).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -264,6 +265,19 @@ def _dense_confusion(ref: np.ndarray, pred: np.ndarray, n: int) -> Confusion:
     return Confusion(nonzero // n, nonzero % n, bins[nonzero])
 
 
+def _foreground_runs(ref: np.ndarray, pred: np.ndarray,
+                     bins: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The runs of ``BACKGROUND_CHUNK`` voxels to count; a run that is 0 in both arrays is
+    added to ``bins[0]`` (the pair (0, 0)) instead of being yielded."""
+    step = BACKGROUND_CHUNK
+    for start in range(0, ref.size, step):
+        r, p = ref[start:start + step], pred[start:start + step]
+        if r.any() or p.any():
+            yield r, p
+        else:
+            bins[0] += r.size
+
+
 def _byte_pair_bincount(ref: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     """``bincount(ref * n + pred)`` for n·n ≤ 256, counting two uint8 indices at a time.
 
@@ -277,12 +291,7 @@ def _byte_pair_bincount(ref: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray
     k = n * n
     table = np.zeros(k * 256, dtype=np.int64)  # [second byte, first byte] of each pair
     bins = np.zeros(k, dtype=np.int64)
-    step = BACKGROUND_CHUNK
-    for start in range(0, ref.size, step):
-        r, p = ref[start:start + step], pred[start:start + step]
-        if not (r.any() or p.any()):
-            bins[0] += r.size  # both background: pair (0, 0)
-            continue
+    for r, p in _foreground_runs(ref, pred, bins):
         index = np.multiply(r, np.uint8(n), dtype=np.uint8, casting="unsafe")
         index += p.astype(np.uint8, copy=False)
         even = index.size - index.size % 2
@@ -298,15 +307,10 @@ def _byte_pair_bincount(ref: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray
 def _short_bincount(ref: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     """``bincount(ref * n + pred)`` for 256 < n·n ≤ 65536, on a uint16 index.  Runs of
     ``BACKGROUND_CHUNK`` voxels are counted at a time (bincount's own int64 copy of them
-    stays in cache: 34 → 15 ms for a 256×256×160 pair with 117 labels), background-in-both
+    stays in cache: 34 → 17 ms for a 256×256×160 pair with 117 labels), background-in-both
     runs only added to pair (0, 0)."""
     bins = np.zeros(n * n, dtype=np.int64)
-    step = BACKGROUND_CHUNK
-    for start in range(0, ref.size, step):
-        r, p = ref[start:start + step], pred[start:start + step]
-        if not (r.any() or p.any()):
-            bins[0] += r.size
-            continue
+    for r, p in _foreground_runs(ref, pred, bins):
         index = np.multiply(r, np.uint16(n), dtype=np.uint16, casting="unsafe")
         np.add(index, p, out=index, casting="unsafe")
         counted = np.bincount(index)
