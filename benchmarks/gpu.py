@@ -86,8 +86,8 @@ def main() -> None:
     import torch
 
     import segeval
-    from segeval.engine import NumpyBackend
-    from segeval.engine_torch import TorchBackend, check_device
+    from segeval.engines.numpy_backend import NumpyBackend
+    from segeval.engines.torch_backend import TorchBackend, check_device
 
     if args.device != "cpu":
         check_device(args.device)

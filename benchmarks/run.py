@@ -986,7 +986,7 @@ try:
 except ImportError:
     info["isal"] = None
 try:
-    from segeval.io import nifti
+    from segeval.formats import nifti
     info["segeval_inflate"] = nifti._inflate_module.__name__
 except Exception as exc:
     info["segeval_inflate"] = f"unknown ({exc})"
@@ -995,7 +995,7 @@ try:
 except ImportError:
     info["imagecodecs"] = None
 try:
-    from segeval.io import png
+    from segeval.formats import png
     info["segeval_png"] = "libpng (imagecodecs)" if png._png_decode else "Pillow"
 except Exception as exc:
     info["segeval_png"] = f"unknown ({exc})"

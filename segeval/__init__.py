@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "evaluate": "segeval.api",
     "EvalConfig": "segeval.config",
-    "Report": "segeval.report",
+    "Report": "segeval.results",
     "CaseError": "segeval.errors",
     "ExitCode": "segeval.errors",
     "SegevalError": "segeval.errors",
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from segeval.api import evaluate
     from segeval.config import EvalConfig
     from segeval.errors import CaseError, ExitCode, SegevalError, UsageError
-    from segeval.report import Report
+    from segeval.results import Report
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from segeval.cli import main
+from segeval.commands.app import main
 
 main()

@@ -2,7 +2,7 @@
 
 The CLI calls exactly this function.  Steps: pair the inputs into cases, count each case
 once (load → interpret → count), decide the classes from the counts, build the count
-table, reduce it, and wrap everything in a :class:`~segeval.report.Report`.
+table, reduce it, and wrap everything in a :class:`~segeval.results.Report`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from segeval import __version__, errors
-from segeval.cases import Pairing, pair_inputs
 from segeval.config import EvalConfig
-from segeval.counts import ClassSpec, Confusion, CountTable
+from segeval.core.counts import ClassSpec, Confusion, CountTable
+from segeval.core.reduce import reduce_counts
+from segeval.core.sweep import sweep_block
 from segeval.errors import UsageError
-from segeval.reduce import reduce_counts
-from segeval.report import CaseResult, Report
-from segeval.runner import Progress, default_workers, run_cases
-from segeval.sweep import sweep_block
+from segeval.results import CaseResult, Report
+from segeval.run.cases import Pairing, pair_inputs
+from segeval.run.runner import Progress, default_workers, run_cases
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 
@@ -57,7 +57,7 @@ def evaluate(
         as ``E_TIMEOUT``.  A case whose worker process dies is ``E_WORKER_CRASHED``.
     cache:
         A folder of per-case counts keyed by the files' contents and the counting options
-        (see :mod:`segeval.cache`); cases found there are not read again.
+        (see :mod:`segeval.run.cache`); cases found there are not read again.
     scheduler:
         The address of a Dask distributed scheduler (``segeval[dask]``): cases are counted
         on that cluster instead of locally, with identical results.
@@ -81,7 +81,7 @@ def evaluate(
         raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
     count_cache = None
     if cache is not None:
-        from segeval.cache import CountCache  # hashlib & co. only when a cache is used
+        from segeval.run.cache import CountCache  # hashlib & co. only when a cache is used
 
         count_cache = CountCache(cache, config)
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
@@ -118,7 +118,7 @@ def resolve_device(device: str, pairing: Pairing) -> str:
         return "cpu"
     if device == "mps" or device == "cuda" or (device.startswith("cuda:")
                                                 and device[5:].isdigit()):
-        from segeval.engine_torch import check_device
+        from segeval.engines.torch_backend import check_device
 
         check_device(device)
         return device

@@ -59,7 +59,7 @@ class EvalConfig:
     headline_metric / headline: the score shown last and compared with ``--fail-under``:
         ``summary[headline][headline_metric]`` in the report.
     geometry: ``strict`` (shape, spacing, orientation and origin must agree within
-        ``geometry_tol``), ``shape`` (voxel grids only) or ``off``; see segeval.geometry.
+        ``geometry_tol``), ``shape`` (voxel grids only) or ``off``; see segeval.formats.geometry.
     max_voxels: a file announcing more voxels than this is refused before it is read.
     sweep: thresholds at which probability maps are also evaluated (one pass per case); the
         main results stay at ``threshold``.

@@ -1,7 +1,7 @@
 """Exception types, stable error codes and process exit codes.
 
 Errors are raised where a problem is found and turned into one line of text and an
-exit code in exactly one place (``segeval.cli``).  A problem with one case's files is a
+exit code in exactly one place (``segeval.commands.app``).  A problem with one case's files is a
 :class:`CaseError`: it is recorded in the report against that case and never stops the
 other cases.  A problem with the request as a whole (bad option, unreadable folder) is a
 :class:`UsageError` and stops the run before any case is read.
@@ -83,7 +83,7 @@ E_TIMEOUT = "E_TIMEOUT"
 E_WORKER_CRASHED = "E_WORKER_CRASHED"
 E_INTERRUPTED = "E_INTERRUPTED"
 E_INTERNAL = "E_INTERNAL"
-# Submissions read by segeval.archive (segeval grade)
+# Submissions read by segeval.formats.archive (segeval grade)
 E_ARCHIVE_UNREADABLE = "E_ARCHIVE_UNREADABLE"
 E_ARCHIVE_UNSAFE_MEMBER = "E_ARCHIVE_UNSAFE_MEMBER"
 E_ARCHIVE_BOMB = "E_ARCHIVE_BOMB"

@@ -7,7 +7,7 @@ Every overlap loss is ``1 − ratio`` of *soft* counts, per image ``n`` and clas
 (``p`` the predicted probability, ``g`` the reference, ``v`` the voxels; with
 ``squared_denominator`` the sums of ``p`` and ``g`` become sums of ``p²`` and ``g²``, the
 V-Net form ``2Σpg / (Σp² + Σg²)``).  The ratio is the metric's own numerator and denominator
-from :func:`segeval.metrics.terms` (Dice, IoU) or :func:`tversky_terms` (Tversky, F-beta), so
+from :func:`segeval.core.metrics.terms` (Dice, IoU) or :func:`tversky_terms` (Tversky, F-beta), so
 at hard 0/1 predictions each loss is exactly ``1 −`` the score ``segeval.evaluate`` reports::
 
     loss = 1 − (numerator + smooth_num) / (denominator + smooth_den)
@@ -46,8 +46,8 @@ from torch import Tensor, nn
 
 from segeval import errors
 from segeval.config import EMPTY_RULES, EmptyRule, Headline
+from segeval.core.metrics import EMPTY_VALUES, terms
 from segeval.errors import UsageError
-from segeval.metrics import EMPTY_VALUES, terms
 
 __all__ = [
     "BCEDiceLoss", "CEDiceLoss", "DiceLoss", "FBetaLoss", "FocalLoss", "IoULoss",
@@ -283,7 +283,8 @@ def tversky_terms(tp: Any, fp: Any, fn: Any, alpha: float, beta: float) -> tuple
     """Numerator and denominator of the Tversky index ``TP / (TP + α·FP + β·FN)``.
 
     ``α = β = ½`` is Dice, ``α = β = 1`` IoU, and ``α = 1/(1+β_F²), β = β_F²/(1+β_F²)`` is
-    F-beta (:func:`fbeta_tversky_weights`).  Arithmetic only, like :func:`segeval.metrics.terms`.
+    F-beta (:func:`fbeta_tversky_weights`).  Arithmetic only, like
+    :func:`segeval.core.metrics.terms`.
     """
     return tp, tp + alpha * fp + beta * fn
 
@@ -303,7 +304,7 @@ def _iou_terms(tp: Tensor, fp: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _fbeta_terms(tp: Tensor, fp: Tensor, fn: Tensor, beta: float) -> tuple[Tensor, Tensor]:
-    # The Tversky ratio scaled by 1 + β² = 1/α: the same ratio, written as segeval.metrics
+    # The Tversky ratio scaled by 1 + β² = 1/α: the same ratio, written as segeval.core.metrics
     # (and seed 001) write F-beta, so smoothing acts as it does on the metric and
     # FBetaLoss(beta=1) is DiceLoss for every smooth_num/smooth_den.
     alpha, beta_t = fbeta_tversky_weights(beta)
@@ -381,7 +382,7 @@ def overlap_loss(prediction: Tensor, reference: Tensor, ratio_terms: RatioTerms,
     """``1 − (num + smooth_num)/(den + smooth_den)`` of soft counts, reduced.
 
     ``ratio_terms(tp, fp, fn) -> (numerator, denominator)`` defines the overlap, e.g.
-    ``lambda tp, fp, fn: segeval.metrics.terms("dice", tp, fp, fn)``.  Returns a 0-d tensor
+    ``lambda tp, fp, fn: segeval.core.metrics.terms("dice", tp, fp, fn)``.  Returns a 0-d tensor
     (``(N, K)`` for ``reduction="none"``) in float32, or float64 for float64 input.
     """
     with _no_autocast(prediction):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segeval.report import report_schema
+from segeval.results import report_schema
 
 # The two hand-countable cases of test_api.py and the png_folders fixture.
 REF_A = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 2, 2], [0, 0, 2, 2]])

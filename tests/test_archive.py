@@ -1,4 +1,4 @@
-"""Safe extraction of submitted archives (segeval.archive).
+"""Safe extraction of submitted archives (segeval.formats.archive).
 
 Every archive is built here with zipfile / tarfile (no committed binaries).  Each refusal is
 checked for its code, the key words of its one-line message, that nothing was written
@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from segeval.archive import (
+from segeval.errors import CaseError, ExitCode, UsageError
+from segeval.formats.archive import (
     ARCHIVE_ERROR_CODES,
     E_ARCHIVE_BOMB,
     E_ARCHIVE_DUPLICATE_CASE,
@@ -46,7 +47,6 @@ from segeval.archive import (
     extract_submission,
     is_archive,
 )
-from segeval.errors import CaseError, ExitCode, UsageError
 
 MiB = 1 << 20
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2  # masks need only look like masks here
@@ -463,7 +463,7 @@ def test_peak_memory_of_the_bomb_cases(tmp_path, bomb_zip, case, ratio, expected
     (tmp_path / "dest").mkdir()
     script = (
         "import json, resource, sys\n"
-        "from segeval.archive import ArchiveError, ArchiveLimits, extract_submission\n"
+        "from segeval.formats.archive import ArchiveError, ArchiveLimits, extract_submission\n"
         "def rss():  # VmHWM: ru_maxrss would include the forked pytest process\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM:'):\n"

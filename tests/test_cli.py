@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from segeval.cli import app
+from segeval.commands.app import app
 from tests.conftest import write_png
 
 runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "120"})
@@ -187,7 +187,7 @@ def test_python_m_segeval_and_no_torch_on_cpu_runs(png_folders):
 
 
 def test_import_segeval_does_not_import_torch():
-    result = run_process("-c", "import sys, segeval, segeval.cli; "
+    result = run_process("-c", "import sys, segeval, segeval.commands.app; "
                          "assert 'torch' not in sys.modules; print('ok')")
     assert result.stdout.strip() == "ok", result.stderr
 
@@ -209,7 +209,7 @@ def test_help_lists_exit_codes():
 def test_single_command_app_behaves_like_the_full_app(png_folders, args):
     """main() builds only the command named by the first argument (start-up time); its
     output and exit code must be the full app's."""
-    from segeval.cli import app_for
+    from segeval.commands.app import app_for
 
     pred, gt = png_folders
     argv = [a.format(pred=pred, gt=gt) for a in args]
@@ -230,7 +230,7 @@ def test_single_command_app_behaves_like_the_full_app(png_folders, args):
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["-h", "evaluate"], ["evaluat", "a", "b"]])
 def test_full_app_without_a_command_name_first(args):
-    from segeval.cli import app_for
+    from segeval.commands.app import app_for
 
     assert app_for(args) is app
 

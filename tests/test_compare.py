@@ -1,4 +1,4 @@
-"""segeval.compare and the ``compare`` command: deltas, regressions, comparability, and the
+"""segeval.verdicts.compare and the ``compare`` command: deltas, regressions, comparability, and the
 paired tests (Wilcoxon signed-rank, bootstrap) against hand-enumerated distributions and
 textbook values.
 
@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 import segeval
 from segeval.commands.compare import register
-from segeval.compare import (
+from segeval.errors import UsageError
+from segeval.verdicts.compare import (
     NotComparable,
     average_ranks,
     compare_reports,
@@ -34,7 +35,6 @@ from segeval.compare import (
     paired_bootstrap,
     wilcoxon_signed_rank,
 )
-from segeval.errors import UsageError
 from tests.test_api import PRED_A, PRED_B, REF_A, REF_B
 from tests.test_gates import DICE_MACRO_IMAGEWISE, NAMES
 

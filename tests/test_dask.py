@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import segeval
-from segeval.grade import grade
+from segeval.verdicts.grade import grade
 
 distributed = pytest.importorskip("distributed", reason="segeval[dask] is not installed")
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -65,7 +65,7 @@ def test_grading_on_a_cluster_equals_local_grading(scheduler, tmp_path):
 
 
 def test_unreachable_scheduler_is_a_usage_error(monkeypatch):
-    monkeypatch.setattr("segeval.runner.DASK_CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr("segeval.run.runner.DASK_CONNECT_TIMEOUT", 2)
     with pytest.raises(segeval.UsageError):
         segeval.evaluate(SAMPLE / "png2d" / "pred", SAMPLE / "png2d" / "gt",
                          scheduler="tcp://127.0.0.1:9")

@@ -1,4 +1,4 @@
-"""Counting kernels (segeval.engine, segeval.engine_torch) and the whole pipeline's numbers.
+"""Counting kernels (segeval.engines: NumPy and torch backends) and the whole pipeline's numbers.
 
 Every expected value is either worked out by hand in the test or computed by an oracle
 written differently from the engine: ``collections.Counter`` over voxel pairs, plain Python
@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import segeval
-from segeval import engine
 from segeval.config import METRICS, EvalConfig
-from segeval.counts import ChannelCounts, ClassSpec, Confusion
-from segeval.engine import NumpyBackend
-from segeval.prepare import count_case
+from segeval.core.counts import ChannelCounts, ClassSpec, Confusion
+from segeval.engines import numpy_backend as engine
+from segeval.engines.interpret import count_case
+from segeval.engines.numpy_backend import NumpyBackend
 
 FAST = settings(max_examples=25, deadline=None)
 NUMPY = NumpyBackend()
@@ -427,7 +427,7 @@ def test_channel_and_soft_counts_across_chunks(monkeypatch: pytest.MonkeyPatch,
 def torch_backend() -> Any:
     """torch is an optional dependency: imported here, for these tests only."""
     pytest.importorskip("torch")
-    from segeval.engine_torch import TorchBackend
+    from segeval.engines.torch_backend import TorchBackend
 
     return TorchBackend("cpu")
 
@@ -464,7 +464,7 @@ def test_torch_index_type_boundaries(torch_backend: Any, monkeypatch: pytest.Mon
     across chunk boundaries, the counts are NumPy's."""
     import torch
 
-    from segeval import engine_torch
+    from segeval.engines import torch_backend as engine_torch
 
     assert torch_backend._index_dtype(n * n) == getattr(torch, index_dtype)
     monkeypatch.setattr(engine_torch, "GPU_CHUNK", 1001)

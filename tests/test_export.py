@@ -16,7 +16,7 @@ import pytest
 
 import segeval
 from segeval.errors import UsageError
-from segeval.export import (
+from segeval.outputs.export import (
     NNUNET_METRICS,
     to_grand_challenge_metrics,
     to_nnunet_summary,

@@ -15,8 +15,8 @@ import pytest
 
 import segeval
 from segeval.errors import CaseError
-from segeval.io import load_mask
-from segeval.io.nifti import read_with_nibabel
+from segeval.formats import load_mask
+from segeval.formats.nifti import read_with_nibabel
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.float32,
           np.float64]
@@ -47,7 +47,7 @@ def test_fast_reader_equals_nibabel(tmp_path, dtype):
 
 @pytest.mark.parametrize("dtype", [">i2", ">u2", ">f4", ">i8"])
 def test_fast_reader_reads_big_endian_files(tmp_path, dtype):
-    from segeval.io.nifti import _read_gzip_fast
+    from segeval.formats.nifti import _read_gzip_fast
 
     array = np.random.default_rng(2).integers(0, 300, size=(6, 5, 4)).astype(dtype)
     image = nib.Nifti1Image(array, np.diag([0.7, 0.8, 2.5, 1.0]),
@@ -90,8 +90,8 @@ def _headers():
 @pytest.mark.parametrize("kind,set_header", list(_headers()), ids=[k for k, _ in _headers()])
 @pytest.mark.parametrize("shape", [(9, 8, 5), (7, 6), (5, 4, 3, 1), (4, 3, 2, 2)])
 def test_header_from_first_bytes_equals_nibabel(tmp_path, suffix, kind, set_header, shape):
-    from segeval.io import check_file
-    from segeval.io.nifti import _header_from_head, probe
+    from segeval.formats import check_file
+    from segeval.formats.nifti import _header_from_head, probe
 
     array = np.arange(int(np.prod(shape)), dtype=np.int16).reshape(shape) % 5
     image = nib.Nifti1Image(array, np.diag([0.7, 0.8, 2.5, 1.0]))
@@ -111,8 +111,8 @@ def test_header_from_first_bytes_equals_nibabel(tmp_path, suffix, kind, set_head
 
 
 def test_nifti2_header_is_left_to_nibabel(tmp_path):
-    from segeval.io import check_file
-    from segeval.io.nifti import _header_from_head, probe
+    from segeval.formats import check_file
+    from segeval.formats.nifti import _header_from_head, probe
 
     path = tmp_path / "two.nii.gz"
     nib.save(nib.Nifti2Image(np.zeros((3, 4, 5), np.uint8), np.eye(4)), str(path))

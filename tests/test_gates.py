@@ -23,7 +23,7 @@ import pytest
 
 import segeval
 from segeval.errors import UsageError
-from segeval.gates import (
+from segeval.verdicts.gates import (
     Bar,
     annotation,
     append_step_summary,

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from segeval.cli import app
-from segeval.grade import competition_ranks, grade
+from segeval.commands.app import app
+from segeval.verdicts.grade import competition_ranks, grade
 from tests.conftest import write_png
 
 C1 = np.zeros((4, 4), np.uint8)

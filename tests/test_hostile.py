@@ -33,13 +33,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import segeval
-import segeval.io.png
-import segeval.report
+import segeval.formats.png
+import segeval.results
 from segeval import errors
-from segeval.cli import app
+from segeval.commands.app import app
 from segeval.errors import CaseError
-from segeval.io import Limits, Mask, load_mask
-from segeval.supervise import Failure, SupervisedPool
+from segeval.formats import Limits, Mask, load_mask
+from segeval.run.supervise import Failure, SupervisedPool
 from tests.corpus import (
     AFFINE,
     SHAPE,
@@ -314,7 +314,7 @@ def test_unexpected_label_names_the_file_that_holds_it(tmp_path, holder):
 MEASURE_RSS = """
 import json, resource, sys
 from segeval.errors import CaseError
-from segeval.io import load_mask
+from segeval.formats import load_mask
 import nibabel, numpy, PIL.Image, SimpleITK  # imported before the baseline is taken
 from tests.test_hostile import peak_rss_kib, reset_peak_rss
 before = reset_peak_rss()
@@ -604,9 +604,9 @@ def test_supervised_pool_workers_that_never_start_end_the_run(monkeypatch):
     """Workers that die as they start: the tasks are blamed (at the latest after a few
     replacements of workers found dead), so the run ends instead of starting workers for
     ever."""
-    import segeval.supervise
+    import segeval.run.supervise
 
-    monkeypatch.setattr(segeval.supervise, "_serve", _exit_at_once)
+    monkeypatch.setattr(segeval.run.supervise, "_serve", _exit_at_once)
     with SupervisedPool(hostile_task, 2) as pool:
         results = list(pool.map([1, 2, 3]))
     assert results == [Failure("crashed", "exit code 3")] * 3
@@ -629,7 +629,7 @@ def hostile_png_reader(monkeypatch, tmp_path):
     reading ``hang.png`` sleeps 30 s.  The patch is made before the pool forks, so the
     workers inherit it; in the parent process it would be a bug, and says so."""
     parent = os.getpid()
-    read = segeval.io.png.read
+    read = segeval.formats.png.read
 
     def reading(path: Path) -> Mask:
         if path.name in ("crash.png", "hang.png") and "pred" in path.parts:
@@ -640,7 +640,7 @@ def hostile_png_reader(monkeypatch, tmp_path):
             time.sleep(30)
         return read(path)
 
-    monkeypatch.setattr(segeval.io.png, "read", reading)
+    monkeypatch.setattr(segeval.formats.png, "read", reading)
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir()
     gt.mkdir()
@@ -796,7 +796,7 @@ def test_ctrl_c_while_writing_leaves_the_old_report_whole(corpus, tmp_path, monk
     def interrupted(source: object, destination: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(segeval.report.os, "replace", interrupted)
+    monkeypatch.setattr(segeval.results.os, "replace", interrupted)
     result = invoke("dice", pred, gt, "--json", target, "-q")
     monkeypatch.undo()
     assert result.exit_code == 130

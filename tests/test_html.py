@@ -19,12 +19,12 @@ import pytest
 
 import segeval
 from segeval.errors import UsageError
-from segeval.grade import grade
+from segeval.verdicts.grade import grade
 from tests.conftest import write_png
 
 pytest.importorskip("matplotlib")
-from segeval.html import render_html, write_html  # noqa: E402
-from segeval.overlays import write_overlays  # noqa: E402
+from segeval.outputs.html import render_html, write_html  # noqa: E402
+from segeval.outputs.overlays import write_overlays  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "<script>alert('x')</script>"

@@ -1,4 +1,4 @@
-"""Reading masks (segeval.io) and pairing folders (segeval.cases), from files written by
+"""Reading masks (segeval.formats) and pairing folders (segeval.run.cases), from files written by
 the other libraries: nibabel for NIfTI, SimpleITK for NRRD/MetaImage, Pillow for PNG and
 NumPy for .npy.  Expected numbers come from the arrays the files were written from, with
 one-vs-rest Dice computed here in NumPy, or by hand.
@@ -20,7 +20,7 @@ from PIL import Image
 import segeval
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io import case_id, load_mask
+from segeval.formats import case_id, load_mask
 
 SPACING = (0.8, 0.9, 2.5)
 ORIGIN_LPS = (1.0, 2.0, 3.0)
@@ -372,7 +372,7 @@ PNG_WRITERS = {
                                         (np.uint16, 65536)])
 def test_png_fast_path_equals_pillow(tmp_path: Path, writer: str, dtype: type,
                                      high: int) -> None:
-    from segeval.io import png
+    from segeval.formats import png
 
     rng = np.random.default_rng(high + len(writer))
     for index, shape in enumerate([(1, 1), (1, 7), (7, 1), (3, 5), (64, 64), (97, 130),
@@ -390,7 +390,7 @@ def test_png_fast_path_equals_pillow(tmp_path: Path, writer: str, dtype: type,
 
 
 def test_png_fast_path_leaves_other_kinds_to_pillow(tmp_path: Path) -> None:
-    from segeval.io import png
+    from segeval.formats import png
 
     labels = np.array([[0, 1, 2], [3, 2, 1]], dtype=np.uint8)
     transparent = tmp_path / "trns.png"  # libpng would add an alpha channel for tRNS
@@ -414,7 +414,7 @@ def test_png_fast_path_leaves_other_kinds_to_pillow(tmp_path: Path) -> None:
 
 def test_png_without_imagecodecs_reads_the_same(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from segeval.io import png
+    from segeval.formats import png
 
     array = _mask_like(np.random.default_rng(4), (40, 50), 7, np.uint8)
     path = tmp_path / "m.png"
@@ -442,7 +442,7 @@ def test_png_libpng_warning_sends_the_file_to_pillow_silently(tmp_path: Path,
     without one.  Pillow's reading is used and nothing is printed."""
     import zlib
 
-    from segeval.io import png
+    from segeval.formats import png
 
     labels = _mask_like(np.random.default_rng(6), (16, 20), 4, np.uint8)
     profile = b"ICC Profile\0\0" + zlib.compress(b"not a colour profile" * 10)
@@ -458,7 +458,7 @@ def test_png_bad_ancillary_crc_is_refused_by_both_decoders(tmp_path: Path,
                                                            ) -> None:
     """libpng only warns about a tEXt chunk with a bad CRC; Pillow refuses the file.  The
     file must be refused whichever decoder is installed."""
-    from segeval.io import png
+    from segeval.formats import png
 
     labels = _mask_like(np.random.default_rng(7), (16, 20), 4, np.uint8)
     path = tmp_path / "crc.png"
@@ -480,13 +480,13 @@ def test_other_imagecodecs_warnings_are_handled_as_before(caplog: pytest.LogCapt
     import subprocess
     import sys
 
-    import segeval.io.png  # noqa: F401  (installs the handler)
+    import segeval.formats.png  # noqa: F401  (installs the handler)
 
     with caplog.at_level(logging.WARNING, logger="imagecodecs"):
         logging.getLogger("imagecodecs").warning("a warning from elsewhere")
     assert "a warning from elsewhere" in caplog.text
     done = subprocess.run(
-        [sys.executable, "-c", "import logging, segeval.io.png; "
+        [sys.executable, "-c", "import logging, segeval.formats.png; "
          "logging.getLogger('imagecodecs').warning('unconfigured warning')"],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr.strip() == "unconfigured warning"
@@ -494,7 +494,7 @@ def test_other_imagecodecs_warnings_are_handled_as_before(caplog: pytest.LogCapt
 
 def test_png_fast_path_refused_file_is_worded_by_pillow(tmp_path: Path) -> None:
     """A damaged grayscale PNG that libpng refuses goes to Pillow, whose error it gets."""
-    from segeval.io import png
+    from segeval.formats import png
 
     data = bytearray(_pillow_png(_mask_like(np.random.default_rng(5), (64, 64), 200,
                                             np.uint8)))

@@ -1,4 +1,4 @@
-"""segeval.losses: seed numbers, formulas shared with segeval.metrics, gradients, agreement
+"""segeval.losses: seed numbers, formulas shared with segeval.core.metrics, gradients, agreement
 with the evaluation engine at hard (and soft) predictions, MONAI as an optional oracle,
 numerical safety, and a short training run."""
 
@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import segeval
+from segeval.core.metrics import terms
 from segeval.errors import UsageError
 from segeval.losses import (
     BCEDiceLoss,
@@ -36,7 +37,6 @@ from segeval.losses import (
     tversky_loss,
     tversky_terms,
 )
-from segeval.metrics import terms
 
 REDUCTIONS = ("macro", "micro", "macro_imagewise", "none")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segeval.metrics import score, scores
+from segeval.core.metrics import score, scores
 
 
 def test_hand_worked_counts():

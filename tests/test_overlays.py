@@ -21,7 +21,7 @@ from PIL import Image
 
 import segeval
 from segeval.errors import UsageError
-from segeval.overlays import (
+from segeval.outputs.overlays import (
     ALPHA,
     COLOURS,
     GREY,

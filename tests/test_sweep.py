@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import segeval
-from segeval.cli import _parse_threshold, app
-from segeval.engine import NumpyBackend
-from segeval.engine_torch import TorchBackend
+from segeval.commands.app import _parse_threshold, app
+from segeval.engines.numpy_backend import NumpyBackend
+from segeval.engines.torch_backend import TorchBackend
 
 THRESHOLDS = [0.1, 0.25, 0.3, 0.5, 0.7, 0.9]
 

@@ -1,6 +1,6 @@
 """``segeval compare BASELINE.json CURRENT.json``: did the current run get worse?
 
-Registered on the main app by ``segeval.cli`` (``register(app)``).  Exit codes:
+Registered on the main app by ``segeval.commands.app`` (``register(app)``).  Exit codes:
 
   0  no compared value dropped by more than --max-drop
   1  a regression: some value dropped by more than --max-drop (or became undefined)
@@ -25,7 +25,7 @@ from segeval.errors import ExitCode, SegevalError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from segeval.compare import Comparison
+    from segeval.verdicts.compare import Comparison
 
 COMPARE_EXIT_CODES = (
     "Exit codes: 0 no regression; 1 a value dropped by more than --max-drop (or became "
@@ -93,7 +93,7 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
 
     err = Console(stderr=True, highlight=False)
     try:
-        from segeval.compare import case_notes, compare_reports, load_report
+        from segeval.verdicts.compare import case_notes, compare_reports, load_report
 
         comparison = compare_reports(load_report(baseline), load_report(current), **options)
         stdout_taken = outputs["json"] == "-"
@@ -128,7 +128,7 @@ def comparison_table(comparison: Comparison) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    from segeval.render import fmt
+    from segeval.outputs.tables import fmt
 
     c = comparison
     table = Table(title=f"{c.metric}: baseline → current (per class {c.statistic}, "
@@ -156,9 +156,13 @@ def _write_outputs(comparison: Comparison, outputs: dict[str, str | None], githu
                    stream: TextIO) -> None:
     import json
 
-    from segeval.compare import comparison_annotations, comparison_junit, comparison_markdown
-    from segeval.gates import write_ci_outputs
-    from segeval.report import write_text_atomic
+    from segeval.results import write_text_atomic
+    from segeval.verdicts.compare import (
+        comparison_annotations,
+        comparison_junit,
+        comparison_markdown,
+    )
+    from segeval.verdicts.gates import write_ci_outputs
 
     text = json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n"
     if outputs["json"] == "-":

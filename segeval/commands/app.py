@@ -173,12 +173,12 @@ def _make_command(headline_metric: str | None) -> Any:
             if worst < 0:
                 raise UsageError("E_USAGE", f"--worst {worst}: must be >= 0")
             if html_path or overlays_dir:
-                from segeval.html import require_matplotlib
+                from segeval.outputs.html import require_matplotlib
 
                 require_matplotlib()  # before any case is read
             names, file_regions = _parse_label_names(label_names)
             regions = {**file_regions, **_parse_regions(region or [])}
-            from segeval.gates import parse_bars
+            from segeval.verdicts.gates import parse_bars
 
             bars = parse_bars(fail_under or [])
         except UsageError as exc:
@@ -297,10 +297,10 @@ def grade_command(
             "missing": missing, "invalid": invalid, "geometry": geometry,
             "max_voxels": max_voxels,
         }
-        from segeval.grade import grade
+        from segeval.verdicts.grade import grade
 
         if html_path is not None:
-            from segeval.html import require_matplotlib
+            from segeval.outputs.html import require_matplotlib
 
             require_matplotlib()
         board = grade(submissions, reference, out, rank_by=rank_by, bootstrap=bootstrap,
@@ -320,13 +320,13 @@ def grade_command(
                   "(run with --debug for the traceback and please report it)", markup=False)
         raise typer.Exit(int(ExitCode.INTERNAL)) from None
     if html_path is not None:
-        from segeval.html import write_html
+        from segeval.outputs.html import write_html
 
         write_html(html_path, None, leaderboard=json.loads(board.to_json()))
     if not quiet:
         from rich.console import Console
 
-        from segeval.render import render_leaderboard
+        from segeval.outputs.tables import render_leaderboard
 
         render_leaderboard(board, Console(highlight=False))
     for team in board.teams:
@@ -371,7 +371,7 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         elif json_path:
             report.write_json(json_path, data)
         if csv_path:
-            from segeval.render import to_csv, write_csv
+            from segeval.outputs.tables import to_csv, write_csv
 
             if csv_path == "-":
                 sys.stdout.write(to_csv(report))
@@ -381,11 +381,11 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         err.print(f"segeval: error: cannot write output: {exc}", markup=False)
         return ExitCode.USAGE
 
-    from segeval.gates import bars_table, check_bars, write_report_outputs
+    from segeval.verdicts.gates import bars_table, check_bars, write_report_outputs
 
     try:
         if export is not None:
-            from segeval.export import write_export
+            from segeval.outputs.export import write_export
 
             write_export(data, export[0], export[1])
         if pictures:
@@ -413,7 +413,7 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
     if not quiet:
         from rich.console import Console
 
-        from segeval.render import render
+        from segeval.outputs.tables import render
 
         console = err if stdout_taken else Console(highlight=False)
         metrics = METRICS if all_metrics else (report.config.headline_metric,)
@@ -469,7 +469,7 @@ def write_pictures(data: dict[str, Any], metric: str, err: Any, *, html_path: st
 
     pictures = None
     if overlays_dir is not None:
-        from segeval.overlays import write_overlays
+        from segeval.outputs.overlays import write_overlays
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -478,7 +478,7 @@ def write_pictures(data: dict[str, Any], metric: str, err: Any, *, html_path: st
         for warning in caught:
             err.print(f"segeval: warning: {warning.message}", markup=False)
     if html_path:
-        from segeval.html import write_html
+        from segeval.outputs.html import write_html
 
         write_html(html_path, data, overlays=pictures)
 

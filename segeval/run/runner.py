@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from segeval import errors
-from segeval.cases import CaseSource
 from segeval.config import EvalConfig
-from segeval.engine import NumpyBackend, get_backend
+from segeval.engines.interpret import count_case
+from segeval.engines.numpy_backend import NumpyBackend, get_backend
 from segeval.errors import CaseError, UsageError
-from segeval.geometry import check_geometry
-from segeval.io import Header, Limits, open_header, read_mask
-from segeval.prepare import count_case
-from segeval.report import CaseResult
-from segeval.supervise import Failure, SupervisedPool
+from segeval.formats import Header, Limits, open_header, read_mask
+from segeval.formats.geometry import check_geometry
+from segeval.results import CaseResult
+from segeval.run.cases import CaseSource
+from segeval.run.supervise import Failure, SupervisedPool
 
 Progress = Callable[[int, int, str], None]
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_fil
               workers: int, progress: Progress | None = None,
               case_timeout: float | None = None, cache: Any = None,
               scheduler: str | None = None) -> list[CaseResult]:
-    """Evaluate every case, taking what ``cache`` (a :class:`segeval.cache.CountCache`)
+    """Evaluate every case, taking what ``cache`` (a :class:`segeval.run.cache.CountCache`)
     already holds; see :func:`evaluate_cases` for the rest (or :func:`evaluate_on_dask`
     with a ``scheduler`` address)."""
     def compute(subset: list[CaseSource], report: Progress | None) -> list[CaseResult]:

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Header, Mask, squeezed_shape
+from segeval.formats.mask import Header, Mask, squeezed_shape
 
 T = TypeVar("T")
 

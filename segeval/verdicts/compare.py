@@ -47,7 +47,7 @@ import numpy as np
 
 from segeval.config import HEADLINES, METRICS
 from segeval.errors import UsageError
-from segeval.gates import JUnitCase, annotation, junit_document, md_cell, md_row
+from segeval.verdicts.gates import JUnitCase, annotation, junit_document, md_cell, md_row
 
 TestName = Literal["none", "wilcoxon", "bootstrap"]
 TESTS: tuple[str, ...] = get_args(TestName)
@@ -471,11 +471,11 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 def comparison_junit(comparison: Comparison) -> str:
     """JUnit XML: one test case per compared row, a ``<failure>`` when it regressed."""
-    tests = [JUnitCase(f"segeval.compare.{item.kind}", f"{comparison.metric}:{item.key}",
+    tests = [JUnitCase(f"segeval.verdicts.compare.{item.kind}", f"{comparison.metric}:{item.key}",
                        "failure" if item.regressed else "passed", row_text(comparison, item),
                        error_type="Regression" if item.regressed else None)
              for item in comparison.rows]
-    return junit_document("segeval.compare", tests)
+    return junit_document("segeval.verdicts.compare", tests)
 
 
 def comparison_annotations(comparison: Comparison) -> list[str]:
@@ -508,7 +508,7 @@ def case_notes(comparison: Comparison) -> list[str]:
 
 
 def _fmt(value: float | None) -> str:
-    from segeval.render import fmt
+    from segeval.outputs.tables import fmt
 
     return str(fmt(value))
 

@@ -38,10 +38,10 @@ import numpy as np
 
 from segeval.api import evaluate
 from segeval.config import HEADLINES, METRICS, EvalConfig
+from segeval.core.metrics import score
+from segeval.core.reduce import nanmean
 from segeval.errors import SegevalError, UsageError
-from segeval.metrics import score
-from segeval.reduce import nanmean
-from segeval.report import Report, write_text_atomic
+from segeval.results import Report, write_text_atomic
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar")
 GRADING_DEFAULTS = {"missing": "empty", "invalid": "empty"}
@@ -217,7 +217,7 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
         if path.is_dir():
             folder = path
         else:
-            from segeval.archive import extract_submission
+            from segeval.formats.archive import extract_submission
 
             scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
             folder = extract_submission(path, scratch).root

@@ -99,7 +99,7 @@ from segeval.errors import (  # the codes live with every other code, in one reg
     CaseError,
     UsageError,
 )
-from segeval.io import SUFFIXES, case_id, format_suffix
+from segeval.formats import SUFFIXES, case_id, format_suffix
 
 ARCHIVE_ERROR_CODES: dict[str, str] = {
     code: text for code, text in ERROR_CODES.items() if code.startswith("E_ARCHIVE_")

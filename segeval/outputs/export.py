@@ -106,7 +106,7 @@ EXPORTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 
 def write_export(report: Mapping[str, Any], kind: str, path: str | Path) -> None:
     """Write ``EXPORTS[kind](report)`` as JSON, atomically (``allow_nan=False``)."""
-    from segeval.report import write_text_atomic
+    from segeval.results import write_text_atomic
 
     if kind not in EXPORTS:
         raise UsageError("E_USAGE", f"--export: {kind!r} is not one of {', '.join(EXPORTS)}")

@@ -218,7 +218,7 @@ def to_markdown(report: Mapping[str, Any], bar_results: Sequence[BarResult] = ()
     mean ± std, cases used, empty) with macro/macro_imagewise/micro rows, the bars with
     ✅/❌, and the invalid cases.  Every number is a report value rounded to 4 decimals.
     """
-    from segeval.render import SUMMARY_NOTES
+    from segeval.outputs.tables import SUMMARY_NOTES
 
     headline = report["headline"]
     metric, summary = headline["metric"], report["summary"]
@@ -268,7 +268,7 @@ def to_junit(report: Mapping[str, Any], bar_results: Sequence[BarResult] = ()) -
     tests = [JUnitCase("segeval.bars", result.bar,
                        "passed" if result.passed else "failure", result.verdict)
              for result in bar_results]
-    tests += [JUnitCase("segeval.cases", case["id"], "error",
+    tests += [JUnitCase("segeval.run.cases", case["id"], "error",
                         f"{case['error_code']}: {case['message'] or ''}",
                         error_type=case["error_code"])
               for case in invalid_cases(report)]
@@ -307,7 +307,7 @@ def write_ci_outputs(markdown: Callable[[], str], junit: Callable[[], str],
     workflow commands from a step's output) and append the Markdown to
     ``$GITHUB_STEP_SUMMARY`` when it is set.  Raises OSError when a file cannot be written.
     """
-    from segeval.report import write_text_atomic
+    from segeval.results import write_text_atomic
 
     if markdown_path:
         write_text_atomic(Path(markdown_path), markdown())
@@ -336,7 +336,7 @@ def append_step_summary(markdown: str, environ: Mapping[str, str] | None = None)
     return Path(target)
 
 
-# --- shared output helpers (also used by segeval.compare) ------------------------------
+# --- shared output helpers (also used by segeval.verdicts.compare) ------------------------------
 
 @dataclass(frozen=True)
 class JUnitCase:
@@ -402,7 +402,7 @@ def md_row(*cells: str) -> str:
 
 
 def _fmt(value: Any) -> str:
-    from segeval.render import fmt
+    from segeval.outputs.tables import fmt
 
     return str(fmt(value))
 

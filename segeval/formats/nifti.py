@@ -6,7 +6,7 @@ exactly the size the header announces, and viewed as an array without a copy.  T
 is parsed by nibabel's own header class.  Everything unusual (NIfTI-2, scaling slopes,
 complex or RGB data types, a truncated stream) goes through nibabel's loader, whose array
 proxy applies ``scl_slope``/``scl_inter``; a scaled label map then arrives as floats and is
-accepted only if every value is whole (checked in :mod:`segeval.prepare`).  Tests assert
+accepted only if every value is whole (checked in :mod:`segeval.engines.interpret`).  Tests assert
 that both paths give identical arrays.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Header, Mask, squeezed_shape
+from segeval.formats.mask import Header, Mask, squeezed_shape
 
 try:  # ISA-L inflates about 3x faster than zlib; optional
     from isal import isal_zlib as _inflate_module

@@ -19,7 +19,7 @@ from typing import Any
 
 from segeval import errors
 from segeval.errors import UsageError
-from segeval.io import case_id, format_suffix
+from segeval.formats import case_id, format_suffix
 
 
 @dataclass(frozen=True)

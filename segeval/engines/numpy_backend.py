@@ -1,8 +1,8 @@
 """Masks → counts.  The NumPy backend, and the choice of backend for a device.
 
-A backend offers the few array operations that :mod:`segeval.prepare` needs to interpret
+A backend offers the few array operations that :mod:`segeval.engines.interpret` needs to interpret
 values (thresholds, argmax, logits) and the three counting kernels.  The torch backend in
-:mod:`segeval.engine_torch` offers the same methods and returns the same integer counts;
+:mod:`segeval.engines.torch_backend` offers the same methods and returns the same integer counts;
 it is imported only when a GPU device or torch tensors ask for it, because importing
 torch costs seconds.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from segeval.counts import ChannelCounts, Confusion
+from segeval.core.counts import ChannelCounts, Confusion
 
 BACKGROUND_CHUNK = 1 << 15  # voxels tested at once for being background in both
 CHUNK = 1 << 18  # voxels per counting chunk: temporaries stay in cache (measured fastest)
@@ -339,6 +339,6 @@ def get_backend(device: str) -> Any:
     """The backend for a resolved device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
     if device == "cpu":
         return NumpyBackend()
-    from segeval.engine_torch import TorchBackend  # torch only when a GPU is asked for
+    from segeval.engines.torch_backend import TorchBackend  # torch only when a GPU is asked for
 
     return TorchBackend(device)

@@ -30,9 +30,9 @@ import numpy as np
 
 from segeval import errors
 from segeval.config import EvalConfig
-from segeval.counts import CaseCounts
+from segeval.core.counts import CaseCounts
 from segeval.errors import CaseError
-from segeval.geometry import check_same_shape
+from segeval.formats.geometry import check_same_shape
 
 
 def count_case(

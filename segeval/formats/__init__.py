@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Header, Mask
+from segeval.formats.mask import Header, Mask
 
 T = TypeVar("T")
 
@@ -120,13 +120,13 @@ def _reader(path: Path) -> Any:
         raise CaseError(errors.E_UNSUPPORTED_FORMAT, "unknown file type", path,
                         f"segeval reads {', '.join(SUFFIXES)}")
     if suffix == ".png":
-        from segeval.io import png as reader
+        from segeval.formats import png as reader
     elif suffix in (".nii.gz", ".nii"):
-        from segeval.io import nifti as reader  # type: ignore[no-redef]
+        from segeval.formats import nifti as reader  # type: ignore[no-redef]
     elif suffix == ".npy":
-        from segeval.io import npy as reader  # type: ignore[no-redef]
+        from segeval.formats import npy as reader  # type: ignore[no-redef]
     else:
-        from segeval.io import itk as reader  # type: ignore[no-redef]
+        from segeval.formats import itk as reader  # type: ignore[no-redef]
     return reader
 
 

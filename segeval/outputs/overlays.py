@@ -1,6 +1,6 @@
 """Pictures of failures: the worst cases of each class drawn as TP/FP/FN colours.
 
-A renderer: it reads a report (the dict of :meth:`segeval.report.Report.to_dict`), picks
+A renderer: it reads a report (the dict of :meth:`segeval.results.Report.to_dict`), picks
 cases from the numbers already in it, and re-reads only those cases' files to draw them.
 
 Rules (documented in ``docs/report.md``):
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from segeval.errors import CaseError, UsageError
-from segeval.io import case_id, format_suffix, read_mask
+from segeval.formats import case_id, format_suffix, read_mask
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "TP": (0.0, 0.8, 0.0),  # green: reference and prediction
@@ -315,7 +315,7 @@ def layout(shape: tuple[int, int], spacing: tuple[float, float], scale: float) -
 def draw_plane(plane: Plane, lines: Sequence[str], path: Path, scale: float) -> Layout:
     """Write one PNG: up to three ``lines`` of text on top (the first in bold), the
     picture, the legend below.  Returns where the picture lies in the PNG."""
-    from segeval.html import require_matplotlib
+    from segeval.outputs.html import require_matplotlib
 
     require_matplotlib("drawing overlays")
     from matplotlib.figure import Figure
@@ -409,13 +409,13 @@ def write_overlays(report: Mapping[str, Any], out_dir: Path, *, images_dir: Path
     """Draw the ``worst`` cases of every class by per-case ``metric``.
 
     Returns ``{case_id: [(caption, png_path), ...]}`` in class order, then from the worst
-    case up (the order :func:`segeval.html.render_html` shows them in).  Each selected case
-    is read once (its prediction and reference with :func:`segeval.io.read_mask`, and its
+    case up (the order :func:`segeval.outputs.html.render_html` shows them in).  Each selected case
+    is read once (its prediction and reference with :func:`segeval.formats.read_mask`, and its
     image from ``images_dir``).  A case whose files can no longer be read is left out with
     an :class:`OverlayWarning`.  Raises :class:`~segeval.errors.UsageError` when matplotlib
     is missing or ``images_dir`` is not a folder.
     """
-    from segeval.html import require_matplotlib
+    from segeval.outputs.html import require_matplotlib
 
     require_matplotlib("drawing overlays")
     if images_dir is not None and not Path(images_dir).is_dir():

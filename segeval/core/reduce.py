@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from segeval.config import METRICS, EvalConfig
-from segeval.counts import CountTable
-from segeval.metrics import is_empty, scores
+from segeval.core.counts import CountTable
+from segeval.core.metrics import is_empty, scores
 
 COUNTS = ("tp", "fp", "fn", "tn")
 

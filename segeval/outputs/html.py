@@ -1,8 +1,8 @@
 """The HTML report: one self-contained file with the tables and plots of a report.
 
-A renderer: it reads the report's JSON form (:meth:`segeval.report.Report.to_dict`), the
-leaderboard's (``leaderboard.json`` of :func:`segeval.grade.grade`) and the pictures of
-:func:`segeval.overlays.write_overlays`, and computes nothing but the layout.
+A renderer: it reads the report's JSON form (:meth:`segeval.results.Report.to_dict`), the
+leaderboard's (``leaderboard.json`` of :func:`segeval.verdicts.grade.grade`) and the pictures of
+:func:`segeval.outputs.overlays.write_overlays`, and computes nothing but the layout.
 
 The file opens from disk with no network: CSS is inline, plots are inline SVG written by
 matplotlib (text kept as text, ``svg.fonttype = "none"``, so that it can be searched and
@@ -34,7 +34,7 @@ from typing import Any
 
 from segeval.config import METRICS
 from segeval.errors import UsageError
-from segeval.report import write_text_atomic
+from segeval.results import write_text_atomic
 
 Overlays = Mapping[str, Sequence[tuple[str, str]]]
 SUMMARIES = (("macro", "mean over classes of the per-class pooled value"),

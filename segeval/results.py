@@ -20,8 +20,8 @@ import numpy as np
 
 from segeval import __version__
 from segeval.config import METRICS, EvalConfig
-from segeval.counts import CaseCounts, ClassSpec, CountTable
-from segeval.reduce import COUNTS, Reductions
+from segeval.core.counts import CaseCounts, ClassSpec, CountTable
+from segeval.core.reduce import COUNTS, Reductions
 
 SCHEMA_VERSION = 1
 CaseStatus = Literal["ok", "missing", "error"]

@@ -1,4 +1,4 @@
-"""The torch backend: the same counts as :class:`segeval.engine.NumpyBackend`, on a GPU.
+"""The torch backend: the same counts as the NumPy backend, on a GPU.
 
 Imported only for ``--device cuda|cuda:N|mps`` or tensors already on a GPU.  Label maps are
 counted with ``torch.bincount`` over ``reference * n + prediction`` in chunks (the index in
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segeval.counts import ChannelCounts, Confusion
-from segeval.engine import (
+from segeval.core.counts import ChannelCounts, Confusion
+from segeval.engines.numpy_backend import (
     CHUNK,
     DENSE_BINS,
     _sparse_confusion,

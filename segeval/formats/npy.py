@@ -10,7 +10,7 @@ import numpy as np
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Header, Mask, squeezed_shape
+from segeval.formats.mask import Header, Mask, squeezed_shape
 
 
 def probe(path: Path, head: bytes = b"") -> Header:

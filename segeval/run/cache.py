@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from segeval import __version__, errors
-from segeval.cases import CaseSource
 from segeval.config import EvalConfig
-from segeval.counts import CaseCounts, ChannelCounts, Confusion
-from segeval.report import CaseResult, write_text_atomic
+from segeval.core.counts import CaseCounts, ChannelCounts, Confusion
+from segeval.results import CaseResult, write_text_atomic
+from segeval.run.cases import CaseSource
 
 # Options that change a case's counts (the others act after counting: classes, names,
 # β, smoothing, empty rule, headline).

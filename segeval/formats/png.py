@@ -31,7 +31,7 @@ from PIL import Image
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Header, Mask
+from segeval.formats.mask import Header, Mask
 
 try:  # libpng via imagecodecs: optional, Pillow decodes everything without it
     from imagecodecs import png_decode as _png_decode

@@ -4,7 +4,7 @@ Each case counted with ``sweep`` thresholds carries TP/FP/FN/TN per threshold an
 (one pass over its voxels; see ``engine.sweep_channel``).  A case whose prediction is a
 label map has the same counts at every threshold (its values are 0 or 1, and ``p > t``
 does not depend on ``t`` in [0, 1) for them).  For each threshold the per-case counts form
-a count table that :func:`segeval.reduce.reduce_counts` reduces exactly like the main
+a count table that :func:`segeval.core.reduce.reduce_counts` reduces exactly like the main
 results, so every number in the ``sweep`` block means what the same key means elsewhere.
 
 The best threshold maximises the headline metric of the chosen summary (or of a class's
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from segeval.config import METRICS, EvalConfig
-from segeval.counts import ClassSpec, CountTable
-from segeval.reduce import reduce_counts
+from segeval.core.counts import ClassSpec, CountTable
+from segeval.core.reduce import reduce_counts
 
 SUMMARIES = ("macro", "micro", "macro_imagewise")
 

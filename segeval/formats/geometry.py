@@ -19,7 +19,7 @@ import numpy as np
 
 from segeval import errors
 from segeval.errors import CaseError
-from segeval.io.mask import Header
+from segeval.formats.mask import Header
 
 
 def check_same_shape(prediction_shape: tuple[int, ...], reference_shape: tuple[int, ...],

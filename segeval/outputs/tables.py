@@ -15,8 +15,8 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from segeval.config import METRICS
-from segeval.reduce import COUNTS
-from segeval.report import Report, write_text_atomic
+from segeval.core.reduce import COUNTS
+from segeval.results import Report, write_text_atomic
 
 SUMMARY_NOTES = {
     "macro": "mean over classes of the per-class value pooled over cases",
@@ -164,7 +164,7 @@ def write_csv(report: Report, path: str | Path) -> None:
 
 
 def render_leaderboard(board: Any, console: Console) -> None:
-    """The leaderboard as a table (from :class:`segeval.grade.Leaderboard` rows)."""
+    """The leaderboard as a table (from :class:`segeval.verdicts.grade.Leaderboard` rows)."""
     metric, reduction = board.rank_by
     rows = board.rows()
     with_ci = board.bootstrap > 0
