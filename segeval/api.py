@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from segeval import __version__, errors
+from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import ClassSpec, Confusion, CountTable
 from segeval.core.reduce import reduce_counts
@@ -22,6 +22,7 @@ from segeval.errors import UsageError
 from segeval.results import CaseResult, Report
 from segeval.run.cases import Pairing, pair_inputs
 from segeval.run.runner import Progress, default_workers, run_cases
+from segeval.version import __version__
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from segeval import __version__
 from segeval.config import METRICS, EvalConfig
 from segeval.core.counts import CaseCounts, ClassSpec, CountTable
 from segeval.core.reduce import COUNTS, Reductions
+from segeval.version import __version__
 
 SCHEMA_VERSION = 1
 CaseStatus = Literal["ok", "missing", "error"]

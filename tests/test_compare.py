@@ -24,13 +24,11 @@ from typer.testing import CliRunner
 import segeval
 from segeval.commands.compare import register
 from segeval.errors import UsageError
+from segeval.outputs.ci import comparison_annotations, comparison_junit, comparison_markdown
 from segeval.verdicts.compare import (
     NotComparable,
     average_ranks,
     compare_reports,
-    comparison_annotations,
-    comparison_junit,
-    comparison_markdown,
     load_report,
     paired_bootstrap,
     wilcoxon_signed_rank,

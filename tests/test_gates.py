@@ -23,21 +23,18 @@ import pytest
 
 import segeval
 from segeval.errors import UsageError
-from segeval.verdicts.gates import (
-    Bar,
+from segeval.outputs.ci import (
     annotation,
     append_step_summary,
     bars_table,
-    check_bars,
     escape_data,
     escape_property,
     github_annotations,
-    parse_bar,
-    parse_bars,
     to_junit,
     to_markdown,
     write_report_outputs,
 )
+from segeval.verdicts.gates import Bar, check_bars, parse_bar, parse_bars
 from tests.test_api import PRED_A, PRED_B, REF_A, REF_B
 
 NAMES = {1: "organ", 2: "tumour"}

@@ -381,7 +381,8 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
         err.print(f"segeval: error: cannot write output: {exc}", markup=False)
         return ExitCode.USAGE
 
-    from segeval.verdicts.gates import bars_table, check_bars, write_report_outputs
+    from segeval.outputs.ci import bars_table, write_report_outputs
+    from segeval.verdicts.gates import check_bars
 
     try:
         if export is not None:

@@ -93,7 +93,8 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
 
     err = Console(stderr=True, highlight=False)
     try:
-        from segeval.verdicts.compare import case_notes, compare_reports, load_report
+        from segeval.outputs.ci import case_notes
+        from segeval.verdicts.compare import compare_reports, load_report
 
         comparison = compare_reports(load_report(baseline), load_report(current), **options)
         stdout_taken = outputs["json"] == "-"
@@ -156,13 +157,13 @@ def _write_outputs(comparison: Comparison, outputs: dict[str, str | None], githu
                    stream: TextIO) -> None:
     import json
 
-    from segeval.results import write_text_atomic
-    from segeval.verdicts.compare import (
+    from segeval.outputs.ci import (
         comparison_annotations,
         comparison_junit,
         comparison_markdown,
+        write_ci_outputs,
     )
-    from segeval.verdicts.gates import write_ci_outputs
+    from segeval.results import write_text_atomic
 
     text = json.dumps(comparison.to_dict(), indent=2, allow_nan=False) + "\n"
     if outputs["json"] == "-":

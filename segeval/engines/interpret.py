@@ -31,6 +31,7 @@ import numpy as np
 from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import CaseCounts
+from segeval.engines import Backend
 from segeval.errors import CaseError
 from segeval.formats.geometry import check_same_shape
 
@@ -39,7 +40,7 @@ def count_case(
     prediction: Any | None,
     reference: Any,
     config: EvalConfig,
-    backend: Any,
+    backend: Backend,
     prediction_name: str = "prediction",
     reference_name: str = "reference",
 ) -> CaseCounts:
@@ -77,7 +78,7 @@ def count_case(
 
 
 def _count_channels(
-    prediction: Any | None, ref: Any, config: EvalConfig, backend: Any,
+    prediction: Any | None, ref: Any, config: EvalConfig, backend: Backend,
     prediction_name: str, reference_name: str,
 ) -> CaseCounts:
     assert config.channel_axis is not None
@@ -153,7 +154,7 @@ def _count_channels(
     return backend.confusion(ref_labels, backend.argmax0(pred))
 
 
-def label_map(backend: Any, a: Any, name: str) -> Any:
+def label_map(backend: Backend, a: Any, name: str) -> Any:
     """Validate a label map (finite, whole, non-negative) and return it as integers."""
     if backend.is_bool(a):
         return backend.to_labels(a)
@@ -173,7 +174,7 @@ def label_map(backend: Any, a: Any, name: str) -> Any:
     return backend.to_labels(a)
 
 
-def _channels_first(backend: Any, a: Any, axis: int, name: str) -> Any:
+def _channels_first(backend: Backend, a: Any, axis: int, name: str) -> Any:
     ndim = len(backend.shape(a))
     if not -ndim <= axis < ndim:
         raise CaseError(errors.E_CHANNELS,
@@ -182,7 +183,7 @@ def _channels_first(backend: Any, a: Any, axis: int, name: str) -> Any:
     return backend.moveaxis0(a, axis)
 
 
-def _binary_channels(backend: Any, a: Any, name: str) -> Any:
+def _binary_channels(backend: Backend, a: Any, name: str) -> Any:
     if backend.is_float(a):
         _check_finite(backend, a, name)
     low, high = backend.min_max(a)
@@ -192,13 +193,13 @@ def _binary_channels(backend: Any, a: Any, name: str) -> Any:
     return a > 0
 
 
-def _check_finite(backend: Any, a: Any, name: str) -> None:
+def _check_finite(backend: Backend, a: Any, name: str) -> None:
     if not backend.all_finite(a):
         raise CaseError(errors.E_NAN, "holds NaN or infinite values", name,
                         "fix the model output; segeval never guesses a value for NaN")
 
 
-def _check_probability(backend: Any, a: Any, name: str, config: EvalConfig) -> None:
+def _check_probability(backend: Backend, a: Any, name: str, config: EvalConfig) -> None:
     low, high = backend.min_max(a)
     if low < 0 or high > 1:
         hint = ("values look like logits: pass --logits sigmoid (or softmax with "
@@ -207,7 +208,7 @@ def _check_probability(backend: Any, a: Any, name: str, config: EvalConfig) -> N
                         f"probabilities outside [0, 1] (min {low:g}, max {high:g})", name, hint)
 
 
-def _check_binary_reference(backend: Any, ref_labels: Any, config: EvalConfig,
+def _check_binary_reference(backend: Backend, ref_labels: Any, config: EvalConfig,
                             name: str) -> None:
     labels = backend.unique_labels(ref_labels) - {0, 1}
     if config.ignore_index is not None:

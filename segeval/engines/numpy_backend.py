@@ -1,10 +1,4 @@
-"""Masks → counts.  The NumPy backend, and the choice of backend for a device.
-
-A backend offers the few array operations that :mod:`segeval.engines.interpret` needs to interpret
-values (thresholds, argmax, logits) and the three counting kernels.  The torch backend in
-:mod:`segeval.engines.torch_backend` offers the same methods and returns the same integer counts;
-it is imported only when a GPU device or torch tensors ask for it, because importing
-torch costs seconds.
+"""Masks → counts on the CPU: the NumPy backend (see :class:`segeval.engines.Backend`).
 
 Counting works on flat chunks of at most ``CHUNK`` voxels so that temporaries stay small
 whatever the volume size: a label map pair becomes one bincount of
@@ -333,12 +327,3 @@ def _sparse_confusion(ref: np.ndarray, pred: np.ndarray) -> Confusion:
         np.array([k[1] for k in keys], dtype=np.int64),
         np.array([totals[k] for k in keys], dtype=np.int64),
     )
-
-
-def get_backend(device: str) -> Any:
-    """The backend for a resolved device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
-    if device == "cpu":
-        return NumpyBackend()
-    from segeval.engines.torch_backend import TorchBackend  # torch only when a GPU is asked for
-
-    return TorchBackend(device)

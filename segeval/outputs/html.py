@@ -35,11 +35,9 @@ from typing import Any
 from segeval.config import METRICS
 from segeval.errors import UsageError
 from segeval.results import write_text_atomic
+from segeval.words import SUMMARY_NOTES, class_label
 
 Overlays = Mapping[str, Sequence[tuple[str, str]]]
-SUMMARIES = (("macro", "mean over classes of the per-class pooled value"),
-             ("macro_imagewise", "mean over classes of the per-class case mean"),
-             ("micro", "counts pooled over classes and cases, then the score"))
 SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 POINT = "#1f4e99"
 ACCENT = "#c0392b"
@@ -155,7 +153,7 @@ def headline_html(report: Mapping[str, Any]) -> str:
         f'<span id="headline-value">{_num(head["value"])}</span></strong></p>'
         f'<p class="note">{summary["n_cases"]} cases: {summary["n_scored"]} scored, '
         f'{summary["n_invalid"]} invalid, {summary["n_missing"]} missing · classes: '
-        f'{_e(", ".join(_class_label(c) for c in report["classes"]))} · '
+        f'{_e(", ".join(class_label(c["key"], c.get("name")) for c in report["classes"]))} · '
         f'{_e(tool.get("name", "segeval"))} {_e(tool.get("version", ""))}</p>'
     )
 
@@ -175,7 +173,7 @@ def config_section(report: Mapping[str, Any]) -> str:
 def summary_section(report: Mapping[str, Any]) -> str:
     summary, head = report["summary"], report["headline"]
     rows = []
-    for name, meaning in SUMMARIES:
+    for name, meaning in SUMMARY_NOTES.items():
         cells = [f"<strong>{name}</strong>", _e(meaning)]
         cells += [_num(summary[name].get(m)) for m in METRICS]
         rows.append(("headline-row" if name == head["reduction"] else "", cells))
@@ -217,7 +215,7 @@ def distribution_section(report: Mapping[str, Any], metric: str) -> str:
         points = [(case["id"], value) for case in report["cases"]
                   if (value := (case.get("metrics") or {}).get(spec["key"], {}).get(metric))
                   is not None]
-        series.append((_class_label(spec), points))
+        series.append((class_label(spec["key"], spec.get("name")), points))
     if not any(points for _, points in series):
         return '<p class="note">No case has a defined score.</p>'
     return ('<p class="note">One point per case (hover a point for its case id); the box '
@@ -227,7 +225,7 @@ def distribution_section(report: Mapping[str, Any], metric: str) -> str:
 
 def sweep_section(report: Mapping[str, Any]) -> str:
     sweep, metric = report["sweep"], report["headline"]["metric"]
-    names = {c["key"]: _class_label(c) for c in report["classes"]}
+    names = {c["key"]: class_label(c["key"], c.get("name")) for c in report["classes"]}
     def best(label: str, block: Mapping[str, Any]) -> list[str]:
         threshold = block["best"]["threshold"]
         return [label, "—" if threshold is None else f"{threshold:g}",
@@ -512,9 +510,6 @@ def _picture(caption: str, path: str) -> str:
             f'src="data:image/png;base64,{data}"></figure>')
 
 
-def _class_label(spec: Mapping[str, Any]) -> str:
-    key, name = str(spec["key"]), str(spec.get("name", ""))
-    return key if not name or name == key else f"{key} {name}"
 
 
 def _mean_std(block: Mapping[str, Any], metric: str) -> str:

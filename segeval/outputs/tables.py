@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,7 @@ from rich.table import Table
 from segeval.config import METRICS
 from segeval.core.reduce import COUNTS
 from segeval.results import Report, write_text_atomic
-
-SUMMARY_NOTES = {
-    "macro": "mean over classes of the per-class value pooled over cases",
-    "macro_imagewise": "mean over classes of the per-class mean over cases",
-    "micro": "counts pooled over all classes and cases",
-}
-
-
-def fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4f}"
+from segeval.words import SUMMARY_NOTES, class_label, fmt
 
 
 def render(report: Report, console: Console, metrics: tuple[str, ...], per_class: bool,
@@ -96,7 +82,7 @@ def _class_table(data: dict[str, Any], metrics: tuple[str, ...]) -> Table | Grou
     spread.add_column("empty", justify="right")
     for spec in data["classes"]:
         row = data["per_class"][spec["key"]]
-        label = spec["key"] if spec["name"] == spec["key"] else f"{spec['key']} {spec['name']}"
+        label = class_label(spec["key"], spec["name"])
         over_cases = [f"{fmt(row['mean'][headline])} ± {fmt(row['std'][headline])}",
                       f"{row['n_used'][headline]}/{row['n_cases']}", str(row["n_empty"])]
         if spread is pooled:

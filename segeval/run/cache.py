@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from segeval import __version__, errors
+from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import CaseCounts, ChannelCounts, Confusion
 from segeval.results import CaseResult, write_text_atomic
 from segeval.run.cases import CaseSource
+from segeval.version import __version__
 
 # Options that change a case's counts (the others act after counting: classes, names,
 # β, smoothing, empty rule, headline).

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 from segeval import errors
 from segeval.config import EvalConfig
+from segeval.engines import Backend, get_backend
 from segeval.engines.interpret import count_case
-from segeval.engines.numpy_backend import NumpyBackend, get_backend
+from segeval.engines.numpy_backend import NumpyBackend
 from segeval.errors import CaseError, UsageError
 from segeval.formats import Header, Limits, open_header, read_mask
 from segeval.formats.geometry import check_geometry
@@ -112,8 +113,7 @@ def evaluate_cases(cases: list[CaseSource], config: EvalConfig, device: str, fro
                 named = (_from_failure(case, outcome)
                          for case, outcome in zip(cases, outcomes, strict=True))
                 return _collect(named, cases, progress)
-        backend = NumpyBackend()
-        return _collect((evaluate_case(c, config, backend, from_files) for c in cases),
+        return _collect((evaluate_case(c, config, NumpyBackend(), from_files) for c in cases),
                         cases, progress)
     backend = get_backend(device)
 
@@ -178,7 +178,7 @@ def _from_failure(case: CaseSource, outcome: CaseResult | Failure) -> CaseResult
     return result
 
 
-def evaluate_case(source: CaseSource, config: EvalConfig, backend: Any,
+def evaluate_case(source: CaseSource, config: EvalConfig, backend: Backend,
                   from_files: bool) -> CaseResult:
     """Load, interpret and count one case; every failure becomes the case's status."""
     return count_loaded(load_case(source, config, from_files), config, backend)
@@ -237,7 +237,7 @@ def _open(path: Any, in_folder: bool, config: EvalConfig, channels: bool) -> Hea
     return open_header(path, path.parent if in_folder else None, limits)
 
 
-def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Any) -> CaseResult:
+def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend) -> CaseResult:
     result = loaded.result
     if loaded.reference is None or (result.error_code is not None
                                     and not loaded.prediction_failed):

@@ -47,7 +47,6 @@ import numpy as np
 
 from segeval.config import HEADLINES, METRICS
 from segeval.errors import UsageError
-from segeval.verdicts.gates import JUnitCase, annotation, junit_document, md_cell, md_row
 
 TestName = Literal["none", "wilcoxon", "bootstrap"]
 TESTS: tuple[str, ...] = get_args(TestName)
@@ -445,73 +444,16 @@ def _case_score(metrics: Mapping[str, Any], metric: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-# --- renderers -------------------------------------------------------------------------
-
-def comparison_markdown(comparison: Comparison) -> str:
-    """A Markdown table of the comparison (for a PR comment or the step summary)."""
-    c = comparison
-    icon = "❌" if c.regressed else "✅"
-    lines = [f"### segeval compare: {icon} {md_cell(c.verdict)}", "",
-             f"{c.metric}; per class: {c.statistic} (reduction {c.reduction}); "
-             f"max drop {c.max_drop:g}; {c.n_paired_cases} cases in both reports", ""]
-    test_header = " | test" if c.test != "none" else ""
-    lines += [f"| | baseline | current | delta{test_header} | |",
-              "|---|---:|---:|---:|" + ("---|" if test_header else "") + ":---:|"]
-    for item in c.rows:
-        label = md_cell(item.label) if item.kind == "class" else f"**{item.key}**"
-        cells = [label, _fmt(item.baseline), _fmt(item.current), _signed(item.delta)]
-        if test_header:
-            cells.append(item.test.summary() if item.test else "")
-        cells.append("❌" if item.regressed else "✅")
-        lines.append(md_row(*cells))
-    notes = case_notes(c)
-    lines += ["", *notes] if notes else []
-    return "\n".join(lines) + "\n"
 
 
-def comparison_junit(comparison: Comparison) -> str:
-    """JUnit XML: one test case per compared row, a ``<failure>`` when it regressed."""
-    tests = [JUnitCase(f"segeval.verdicts.compare.{item.kind}", f"{comparison.metric}:{item.key}",
-                       "failure" if item.regressed else "passed", row_text(comparison, item),
-                       error_type="Regression" if item.regressed else None)
-             for item in comparison.rows]
-    return junit_document("segeval.verdicts.compare", tests)
 
 
-def comparison_annotations(comparison: Comparison) -> list[str]:
-    """``::error`` workflow commands, one per regressed row."""
-    return [annotation(f"segeval: {comparison.metric} {item.label} regressed",
-                       row_text(comparison, item))
-            for item in comparison.regressions]
 
 
-def row_text(comparison: Comparison, item: ComparisonRow) -> str:
-    """One line: ``dice 2 tumour (pooled): 0.8000 → 0.7000 (-0.1000; max drop 0.01)``."""
-    where = f"({comparison.statistic})" if item.kind == "class" else "(summary)"
-    text = (f"{comparison.metric} {item.label} {where}: {_fmt(item.baseline)} → "
-            f"{_fmt(item.current)} ({_signed(item.delta)}; max drop {comparison.max_drop:g})")
-    return text + (f"; {item.test.summary()}" if item.test else "")
 
 
-def case_notes(comparison: Comparison) -> list[str]:
-    """The lines under the table: the per-case test and case-set differences."""
-    c, notes = comparison, []
-    if c.case_test is not None:
-        notes.append(f"Paired {c.case_test.method} over cases (per-case mean over classes of "
-                     f"{c.metric}): {c.case_test.summary()}")
-    for side, ids in (("baseline", c.cases_only_in_baseline),
-                      ("current", c.cases_only_in_current)):
-        if ids:
-            shown = ", ".join(ids[:10]) + (" …" if len(ids) > 10 else "")
-            notes.append(f"{len(ids)} case(s) only in the {side} report: {shown}")
-    return notes
 
 
-def _fmt(value: float | None) -> str:
-    from segeval.outputs.tables import fmt
-
-    return str(fmt(value))
 
 
-def _signed(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.4f}"
+
