@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Literal, get_args
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, get_args
 
 from segeval.errors import UsageError
 
@@ -21,6 +21,7 @@ Headline = Literal["macro", "micro", "macro_imagewise"]
 GeometryRule = Literal["strict", "shape", "off"]
 InvalidRule = Literal["exclude", "empty"]
 MetricName = Literal["dice", "iou", "fbeta", "precision", "recall", "specificity"]
+Effect = Literal["counts", "scores", "display"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
 HEADLINES: tuple[str, ...] = get_args(Headline)
@@ -31,9 +32,38 @@ GEOMETRY_RULES: tuple[str, ...] = get_args(GeometryRule)
 INVALID_RULES: tuple[str, ...] = get_args(InvalidRule)
 
 
+# --- what each option changes ------------------------------------------------------------
+# Every EvalConfig field is declared through one of these three, so that what depends on
+# "which options change which numbers" derives from one place: the count cache keys on the
+# ``counts`` fields, ``segeval compare`` refuses reports whose ``counts`` or ``scores``
+# fields differ, and a field without a tag fails tests/test_config.py.
+
+def counts(default: Any) -> Any:
+    """A field that changes the integer counts of a case (a cache key part)."""
+    return field(default=default, metadata={"effect": "counts"})
+
+
+def scores(default: Any) -> Any:
+    """A field that changes scores computed from the same counts (classes, β, smoothing)."""
+    return field(default=default, metadata={"effect": "scores"})
+
+
+def display(default: Any) -> Any:
+    """A field that changes what is shown, never a number (names, the headline choice)."""
+    return field(default=default, metadata={"effect": "display"})
+
+
+def fields_that_change(effect: Effect) -> tuple[str, ...]:
+    """The names of the EvalConfig fields tagged with ``effect``, in declaration order."""
+    return tuple(f.name for f in fields(EvalConfig) if f.metadata.get("effect") == effect)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
-    """Every option that changes a number.  Build with :meth:`create` to validate.
+    """Every option of an evaluation.  Build with :meth:`create` to validate.
+
+    Each field is declared with :func:`counts`, :func:`scores` or :func:`display`: what it
+    changes decides the count cache's key and what ``segeval compare`` may ignore.
 
     Fields
     ------
@@ -68,28 +98,28 @@ class EvalConfig:
         be worth more than no file).  The case keeps its error either way.
     """
 
-    labels: tuple[int, ...] | None = None
-    include_background: bool = False
-    ignore_index: int | None = None
-    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
-    label_names: tuple[tuple[int, str], ...] = ()
-    threshold: float = 0.5
-    beta: float = 1.0
-    smooth: float = 0.0
-    empty: EmptyRule = "nan"
-    missing: MissingRule = "error"
-    soft: bool = False
-    logits: Logits = "none"
-    channel_axis: int | None = None
-    multilabel: bool = False
-    headline_metric: MetricName = "dice"
-    headline: Headline = "macro"
-    std_ddof: int = field(default=0)
-    geometry: GeometryRule = "strict"
-    geometry_tol: float = 1e-3
-    max_voxels: int = 2**31
-    invalid: InvalidRule = "exclude"
-    sweep: tuple[float, ...] = ()
+    labels: tuple[int, ...] | None = scores(None)
+    include_background: bool = scores(False)
+    ignore_index: int | None = counts(None)
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = scores(())
+    label_names: tuple[tuple[int, str], ...] = display(())
+    threshold: float = counts(0.5)
+    beta: float = scores(1.0)
+    smooth: float = scores(0.0)
+    empty: EmptyRule = scores("nan")
+    missing: MissingRule = counts("error")
+    soft: bool = counts(False)
+    logits: Logits = counts("none")
+    channel_axis: int | None = counts(None)
+    multilabel: bool = counts(False)
+    headline_metric: MetricName = display("dice")
+    headline: Headline = display("macro")
+    std_ddof: int = scores(0)
+    geometry: GeometryRule = counts("strict")
+    geometry_tol: float = counts(1e-3)
+    max_voxels: int = counts(2**31)
+    invalid: InvalidRule = counts("exclude")
+    sweep: tuple[float, ...] = counts(())
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:

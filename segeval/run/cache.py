@@ -18,16 +18,12 @@ from typing import Any
 import numpy as np
 
 from segeval import errors
-from segeval.config import EvalConfig
+from segeval.config import EvalConfig, fields_that_change
 from segeval.core.counts import CaseCounts, ChannelCounts, Confusion
 from segeval.results import CaseResult, write_text_atomic
 from segeval.run.cases import CaseSource
 from segeval.version import __version__
 
-# Options that change a case's counts (the others act after counting: classes, names,
-# β, smoothing, empty rule, headline).
-COUNT_OPTIONS = ("threshold", "soft", "logits", "channel_axis", "multilabel", "ignore_index",
-                 "missing", "geometry", "geometry_tol", "max_voxels", "invalid", "sweep")
 TRANSIENT = {errors.E_TIMEOUT, errors.E_WORKER_CRASHED, errors.E_INTERRUPTED,
              errors.E_INTERNAL}
 HASH_BLOCK = 1 << 20
@@ -38,7 +34,8 @@ class CountCache:
 
     def __init__(self, folder: str | Path, config: EvalConfig) -> None:
         self.folder = Path(folder)
-        options = {name: getattr(config, name) for name in COUNT_OPTIONS}
+        # the options tagged as changing counts (config.py); the others act after counting
+        options = {name: getattr(config, name) for name in fields_that_change("counts")}
         text = json.dumps([__version__, options], sort_keys=True, default=str)
         self.options_digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         self.hits = 0

@@ -45,19 +45,19 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from segeval.config import HEADLINES, METRICS
+from segeval.config import HEADLINES, METRICS, fields_that_change
 from segeval.errors import UsageError
 
 TestName = Literal["none", "wilcoxon", "bootstrap"]
 TESTS: tuple[str, ...] = get_args(TestName)
 WilcoxonMethod = Literal["auto", "exact", "approx"]
+DISPLAY_ONLY = fields_that_change("display")
 EXACT_MAX_N = 25
 ALPHA = 0.05
 TIE_DECIMALS = 12
 # A drop of exactly max_drop is not a regression, whatever the float rounding of the delta.
 DELTA_TOLERANCE = 1e-12
 # Config fields that only choose what is shown, never a number.
-PRESENTATION_FIELDS = ("headline_metric", "headline")
 
 
 class NotComparable(UsageError):
@@ -371,7 +371,7 @@ def check_comparable(baseline: Mapping[str, Any], current: Mapping[str, Any]) ->
                         + "; only in current: " + (", ".join(only_new) or "none") + ")")
     old_config, new_config = baseline.get("config", {}), current.get("config", {})
     for name in sorted(set(old_config) | set(new_config)):
-        if name in PRESENTATION_FIELDS:
+        if name in DISPLAY_ONLY:  # names and the headline choice change no number
             continue
         old = old_config.get(name, "absent")
         new = new_config.get(name, "absent")
