@@ -266,3 +266,73 @@ def test_interactive_run_in_a_terminal_shows_progress_and_the_table():
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert "internal error" not in text
     assert "dice (macro) = 0.7443" in text  # the README's quickstart number
+
+
+# --- the command-line paper cuts (issue 14, item 4) -------------------------------------
+
+def test_version_prints_the_package_version():
+    from segeval.version import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"segeval {__version__}"
+
+
+def test_repeated_json_and_csv_write_every_target(png_folders, tmp_path, validate):
+    pred, gt = png_folders
+    first, second, table = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.csv"
+    result = invoke("dice", pred, gt, "--json", first, "--json", second, "--csv", table, "-q")
+    assert result.exit_code == 0, result.stderr
+    for path in (first, second):
+        assert validate(path.read_text())["summary"]["macro"]["dice"] == pytest.approx(0.6)
+    assert table.read_text().startswith("case,")
+
+
+def test_two_outputs_to_stdout_is_a_usage_error(png_folders):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, "--json", "-", "--csv", "-")
+    assert result.exit_code == 2
+    assert "only one of --json and --csv can write to stdout" in result.stderr
+
+
+def test_export_is_repeatable(png_folders, tmp_path):
+    pred, gt = png_folders
+    nnunet, challenge = tmp_path / "summary.json", tmp_path / "metrics.json"
+    result = invoke("dice", pred, gt, "--export", f"nnunet={nnunet}",
+                    "--export", f"grand-challenge={challenge}", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(nnunet.read_text())["foreground_mean"]["Dice"] == pytest.approx(
+        json.loads(challenge.read_text())["aggregates"]["macro_imagewise"]["dice"])
+
+
+@pytest.mark.parametrize(("bar", "words"), [
+    ("dice:tumor=0.6", "no class named 'tumor'"),
+    ("dice:macro_imagwise=0.5", "did you mean 'macro_imagewise'"),
+    ("dice:7=0.5", "label 7 is not among --labels 1,2"),
+])
+def test_a_bar_naming_a_class_the_run_cannot_have_fails_before_reading(png_folders, tmp_path,
+                                                                        bar, words):
+    pred, gt = png_folders
+    target = tmp_path / "report.json"
+    result = invoke("dice", pred, gt, "--labels", "1,2", "--label-names", "1=organ,2=tumour",
+                    "--fail-under", bar, "--json", target)
+    assert result.exit_code == 2
+    assert words in result.stderr
+    assert not target.exists()  # refused before any case was read or report written
+
+
+def test_label_names_path_that_does_not_exist(png_folders):
+    pred, gt = png_folders
+    result = invoke("dice", pred, gt, "--label-names", "labels/dataset.json")
+    assert result.exit_code == 2
+    assert "--label-names 'labels/dataset.json': file not found" in result.stderr
+
+
+def test_help_is_grouped_into_panels_and_keeps_brackets():
+    result = run_process("-m", "segeval", "evaluate", "--help")
+    assert result.returncode == 0
+    for panel in ("Inputs", "Classes", "Probabilities", "Outputs", "CI", "Performance"):
+        assert f"─ {panel} ─" in result.stdout
+    text = " ".join(result.stdout.split())
+    assert "segeval[report]" in text and "segeval[dask]" in text
+    assert "Examples:" in text

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import segeval
-from segeval.commands.app import _parse_threshold, app
+from segeval.commands.app import app
+from segeval.commands.options import parse_threshold as _parse_threshold
 from segeval.engines.numpy_backend import NumpyBackend
 from segeval.engines.torch_backend import TorchBackend
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
+from segeval.commands.exits import guarded, stderr
 from segeval.config import HEADLINES, METRICS
-from segeval.errors import ExitCode, SegevalError
+from segeval.errors import ExitCode
 
 if TYPE_CHECKING:
-    from rich.table import Table
 
     from segeval.verdicts.compare import Comparison
 
@@ -91,27 +91,26 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
     """Load, compare, write the outputs, print; return the exit code."""
     from rich.console import Console
 
-    err = Console(stderr=True, highlight=False)
-    try:
-        from segeval.outputs.ci import case_notes
+    err = stderr()
+    holder: dict[str, Any] = {}
+
+    def body() -> ExitCode:
         from segeval.verdicts.compare import compare_reports, load_report
 
-        comparison = compare_reports(load_report(baseline), load_report(current), **options)
-        stdout_taken = outputs["json"] == "-"
-        _write_outputs(comparison, outputs, github, sys.stderr if stdout_taken else sys.stdout)
-    except SegevalError as exc:
-        err.print(f"segeval: error: {exc.message}", markup=False, soft_wrap=True)
-        return exc.exit_code
-    except OSError as exc:
-        err.print(f"segeval: error: cannot write output: {exc}", markup=False, soft_wrap=True)
-        return ExitCode.USAGE
-    except Exception as exc:  # noqa: BLE001 - the last line of defence, see --debug
-        if debug:
-            raise
-        err.print(f"segeval: internal error: {type(exc).__name__}: {exc} "
-                  "(run with --debug for the traceback and please report it)", markup=False,
-                  soft_wrap=True)
-        return ExitCode.INTERNAL
+        holder["comparison"] = compare_reports(load_report(baseline), load_report(current),
+                                               **options)
+        _write_outputs(holder["comparison"], outputs, github,
+                       sys.stderr if stdout_taken else sys.stdout)
+        return ExitCode.OK
+
+    stdout_taken = outputs["json"] == "-"
+    code = guarded(body, err, debug=debug)
+    if code != ExitCode.OK:
+        return code
+    comparison = holder["comparison"]
+    from segeval.outputs.ci import case_notes
+    from segeval.outputs.tables import comparison_table
+
     console = err if stdout_taken else Console(highlight=False)
     if not quiet:
         console.print(comparison_table(comparison))
@@ -124,33 +123,6 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
     return ExitCode.BAR_NOT_MET if comparison.regressed else ExitCode.OK
 
 
-def comparison_table(comparison: Comparison) -> Table:
-    """A rich table: a row per class and per summary reduction, with the change."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from segeval.outputs.tables import fmt
-
-    c = comparison
-    table = Table(title=f"{c.metric}: baseline → current (per class {c.statistic}, "
-                  f"reduction {c.reduction}; max drop {c.max_drop:g})", title_justify="left")
-    table.add_column("class / reduction", no_wrap=True)
-    for name in ("baseline", "current", "delta"):
-        table.add_column(name, justify="right")
-    if c.test != "none":
-        table.add_column("p-value" if c.test == "wilcoxon" else "95% CI of Δ (bootstrap)",
-                         justify="right")
-    table.add_column("")
-    for index, row in enumerate(c.rows):
-        if index == len(c.classes):
-            table.add_section()
-        cells = [escape(row.label), fmt(row.baseline), fmt(row.current),
-                 "—" if row.delta is None else f"{row.delta:+.4f}"]
-        if c.test != "none":
-            cells.append(escape(row.test.summary()) if row.test else "")
-        cells.append(f"[bold red]{row.status}[/]" if row.regressed else "[green]✓[/]")
-        table.add_row(*cells)
-    return table
 
 
 def _write_outputs(comparison: Comparison, outputs: dict[str, str | None], github: bool,

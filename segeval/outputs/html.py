@@ -29,11 +29,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from segeval.config import METRICS
 from segeval.errors import UsageError
+from segeval.outputs.plots import require_matplotlib
 from segeval.results import write_text_atomic
 from segeval.words import SUMMARY_NOTES, class_label
 
@@ -73,15 +73,6 @@ CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
        "base-uri 'none'; form-action 'none'")
 
 
-def require_matplotlib(what: str = "the HTML report") -> ModuleType:
-    """matplotlib, imported on first use; a :class:`UsageError` saying which extra to
-    install when it is missing."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError("E_USAGE", f"{what} needs matplotlib",
-                         hint="pip install 'segeval[report]'") from None
-    return matplotlib
 
 
 def write_html(path: str | Path, report: Mapping[str, Any] | None, *,

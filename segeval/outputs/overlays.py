@@ -315,7 +315,7 @@ def layout(shape: tuple[int, int], spacing: tuple[float, float], scale: float) -
 def draw_plane(plane: Plane, lines: Sequence[str], path: Path, scale: float) -> Layout:
     """Write one PNG: up to three ``lines`` of text on top (the first in bold), the
     picture, the legend below.  Returns where the picture lies in the PNG."""
-    from segeval.outputs.html import require_matplotlib
+    from segeval.outputs.plots import require_matplotlib
 
     require_matplotlib("drawing overlays")
     from matplotlib.figure import Figure
@@ -415,7 +415,7 @@ def write_overlays(report: Mapping[str, Any], out_dir: Path, *, images_dir: Path
     an :class:`OverlayWarning`.  Raises :class:`~segeval.errors.UsageError` when matplotlib
     is missing or ``images_dir`` is not a folder.
     """
-    from segeval.outputs.html import require_matplotlib
+    from segeval.outputs.plots import require_matplotlib
 
     require_matplotlib("drawing overlays")
     if images_dir is not None and not Path(images_dir).is_dir():

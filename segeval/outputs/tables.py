@@ -16,6 +16,7 @@ from rich.table import Table
 from segeval.config import METRICS
 from segeval.core.reduce import COUNTS
 from segeval.results import Report, write_text_atomic
+from segeval.verdicts.compare import Comparison
 from segeval.words import SUMMARY_NOTES, class_label, fmt
 
 
@@ -199,4 +200,31 @@ def sweep_table(data: dict[str, Any]) -> Table:
     for label, best, curve in rows:
         threshold = "—" if best["threshold"] is None else f"{best['threshold']:g}"
         table.add_row(label, threshold, fmt(best["value"]), sparkline(curve))
+    return table
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """A rich table: a row per class and per summary reduction, with the change."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    c = comparison
+    table = Table(title=f"{c.metric}: baseline → current (per class {c.statistic}, "
+                  f"reduction {c.reduction}; max drop {c.max_drop:g})", title_justify="left")
+    table.add_column("class / reduction", no_wrap=True)
+    for name in ("baseline", "current", "delta"):
+        table.add_column(name, justify="right")
+    if c.test != "none":
+        table.add_column("p-value" if c.test == "wilcoxon" else "95% CI of Δ (bootstrap)",
+                         justify="right")
+    table.add_column("")
+    for index, row in enumerate(c.rows):
+        if index == len(c.classes):
+            table.add_section()
+        cells = [escape(row.label), fmt(row.baseline), fmt(row.current),
+                 "—" if row.delta is None else f"{row.delta:+.4f}"]
+        if c.test != "none":
+            cells.append(escape(row.test.summary()) if row.test else "")
+        cells.append(f"[bold red]{row.status}[/]" if row.regressed else "[green]✓[/]")
+        table.add_row(*cells)
     return table

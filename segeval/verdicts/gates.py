@@ -22,12 +22,13 @@ The renderers (:func:`to_markdown`, :func:`to_junit`, :func:`github_annotations`
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from segeval.config import HEADLINES, METRICS
+from segeval.config import HEADLINES, METRICS, EvalConfig
 from segeval.errors import UsageError
 from segeval.words import class_label, fmt
 
@@ -183,6 +184,31 @@ def resolve_class(report: Mapping[str, Any], reference: str, context: str) -> st
                else f"no class {reference!r} in the report")
     raise _bar_error(context, problem,
                      f"classes (key name): {choices}; reductions: {', '.join(HEADLINES)}")
+
+
+def check_bar_classes(bars: Iterable[Bar], config: EvalConfig) -> None:
+    """Refuse, before any case is read, a bar naming a class the run cannot have.
+
+    A class name must be a ``--label-names`` name or a region; a label must be among
+    ``--labels`` when labels were given.  A label when the classes come from the data can
+    only be checked against the report (:func:`resolve_class`).
+    """
+    names = {name for _, name in config.label_names} | {name for name, _ in config.regions}
+    for bar in bars:
+        ref = bar.class_ref
+        if ref is None or ref in names:
+            continue
+        if ref.isdigit():
+            if config.labels is None or int(ref) in config.labels:
+                continue
+            problem = f"label {ref} is not among --labels {','.join(map(str, config.labels))}"
+        else:
+            problem = f"no class named {ref!r}"
+        close = difflib.get_close_matches(ref, [*names, *HEADLINES], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        known = ", ".join(sorted(names)) or "none (give --label-names or --region)"
+        raise _bar_error(bar.text, problem, f"{hint}class names: {known}; reductions: "
+                         f"{', '.join(HEADLINES)}")
 
 
 def all_passed(results: Iterable[BarResult]) -> bool:

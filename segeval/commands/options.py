@@ -1,0 +1,273 @@
+"""Every command-line option, declared once, and the parsers that turn its text into values.
+
+``evaluate`` (and ``dice``/``iou``/``fbeta``) and ``grade`` share these declarations, so an
+option has one name, one type, one help text and one parser everywhere; where grading needs
+another default (a missing or broken case scores as an empty prediction there), the
+declaration is made by the same function with that default.  Help is grouped into panels.
+
+The values are validated once, at the edge: here for the syntax of a flag's text, and in
+:meth:`segeval.config.EvalConfig.create` for everything that can be checked on the values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segeval.config import (
+    EMPTY_RULES,
+    GEOMETRY_RULES,
+    HEADLINES,
+    INVALID_RULES,
+    LOGITS,
+    METRICS,
+    MISSING_RULES,
+)
+from segeval.errors import UsageError
+
+INPUTS, CLASSES, PROBABILITIES, SCORES = "Inputs", "Classes", "Probabilities", "Scores"
+OUTPUTS, CI, PERFORMANCE = "Outputs", "CI", "Performance"
+
+
+def choice(values: tuple[str, ...]) -> str:
+    return "|".join(values)
+
+
+# --- arguments -----------------------------------------------------------------------------
+PredArg = Annotated[Path, typer.Argument(help="Prediction file or folder.", show_default=False)]
+RefArg = Annotated[Path, typer.Argument(help="Reference (ground-truth) file or folder.",
+                                        show_default=False)]
+
+# --- classes ---------------------------------------------------------------------------------
+Labels = Annotated[str | None, typer.Option(
+    help="Labels to evaluate, e.g. 1,2,3 (default: every label found except 0).",
+    rich_help_panel=CLASSES)]
+IncludeBackground = Annotated[bool, typer.Option(
+    "--include-background", help="Evaluate label 0 as a class too.", rich_help_panel=CLASSES)]
+IgnoreIndex = Annotated[int | None, typer.Option(
+    help="Voxels whose reference has this value are not evaluated.", rich_help_panel=CLASSES)]
+LabelNames = Annotated[str | None, typer.Option(
+    help="1=liver,2=tumour or a JSON file ({\"1\": \"liver\"} or nnU-Net dataset.json).",
+    rich_help_panel=CLASSES)]
+Region = Annotated[list[str] | None, typer.Option(
+    help="NAME=1,2,3: evaluate the union of labels as one class (repeatable).",
+    rich_help_panel=CLASSES)]
+
+# --- probabilities -------------------------------------------------------------------------
+Threshold = Annotated[str, typer.Option(
+    help="Probability maps: foreground where p > threshold. A list (0.3,0.5,0.7) or range "
+    "(0.1:0.9:0.05) adds a sweep: every reduction at every threshold, in one pass; the main "
+    "results stay at 0.5.", rich_help_panel=PROBABILITIES)]
+Soft = Annotated[bool, typer.Option(
+    "--soft", help="Sum probabilities instead of thresholding.", rich_help_panel=PROBABILITIES)]
+LogitsOpt = Annotated[str, typer.Option(
+    "--logits", help=f"{choice(LOGITS)}: apply sigmoid/softmax to predictions first.",
+    rich_help_panel=PROBABILITIES)]
+ChannelAxis = Annotated[int | None, typer.Option(
+    help="Axis of the prediction that holds classes (one-hot, probabilities).",
+    rich_help_panel=PROBABILITIES)]
+Multilabel = Annotated[bool, typer.Option(
+    "--multilabel", help="With --channel-axis: channels are independent classes.",
+    rich_help_panel=PROBABILITIES)]
+
+# --- scores --------------------------------------------------------------------------------
+Beta = Annotated[float, typer.Option(help="β of F-beta.", rich_help_panel=SCORES)]
+Smooth = Annotated[float, typer.Option(
+    help="Add S to numerator and denominator: (num+S)/(den+S).", rich_help_panel=SCORES)]
+Empty = Annotated[str, typer.Option(
+    help=f"{choice(EMPTY_RULES)}: value when a metric's denominator is 0 (class absent from "
+    "reference and prediction).", rich_help_panel=SCORES)]
+Metric = Annotated[str, typer.Option(
+    help=f"{choice(METRICS)}: the headline metric (evaluate only).", rich_help_panel=SCORES)]
+HeadlineOpt = Annotated[str, typer.Option(
+    "--headline", help=f"{choice(HEADLINES)}: the reduction of the headline score.",
+    rich_help_panel=SCORES)]
+
+# --- inputs --------------------------------------------------------------------------------
+Missing = Annotated[str, typer.Option(
+    help=f"{choice(MISSING_RULES)}: a reference without prediction.", rich_help_panel=INPUTS)]
+Invalid = Annotated[str, typer.Option(
+    help=f"{choice(INVALID_RULES)}: a case whose prediction is invalid is excluded from the "
+    "means, or scored as an empty prediction.", rich_help_panel=INPUTS)]
+Geometry = Annotated[str, typer.Option(
+    help=f"{choice(GEOMETRY_RULES)}: strict = shape, spacing, orientation and origin must "
+    "agree; shape = voxel grids only.", rich_help_panel=INPUTS)]
+GeometryTol = Annotated[float, typer.Option(
+    help="Tolerance: relative for spacing, absolute for direction cosines, in voxels for the "
+    "origin.", rich_help_panel=INPUTS)]
+MaxVoxels = Annotated[int, typer.Option(
+    help="Refuse files announcing more voxels than this (before reading them).",
+    rich_help_panel=INPUTS)]
+
+# --- outputs -------------------------------------------------------------------------------
+PerClass = Annotated[bool, typer.Option("--per-class", help="Show a row per class.",
+                                        rich_help_panel=OUTPUTS)]
+PerCase = Annotated[bool, typer.Option("--per-case", help="Show a row per case.",
+                                       rich_help_panel=OUTPUTS)]
+JsonPaths = Annotated[list[str] | None, typer.Option(
+    "--json", help="Write the JSON report here ('-' for stdout); repeatable.",
+    rich_help_panel=OUTPUTS)]
+CsvPaths = Annotated[list[str] | None, typer.Option(
+    "--csv", help="Write one row per case × class here ('-' for stdout); repeatable.",
+    rich_help_panel=OUTPUTS)]
+Export = Annotated[list[str] | None, typer.Option(
+    "--export", help="KIND=PATH: also write nnU-Net's summary.json (nnunet=PATH) or a Grand "
+    "Challenge metrics.json (grand-challenge=PATH); repeatable.", rich_help_panel=OUTPUTS)]
+HtmlPath = Annotated[str | None, typer.Option(
+    "--html", help="Write a self-contained HTML report here (needs segeval\\[report]).",
+    rich_help_panel=OUTPUTS)]
+OverlaysDir = Annotated[Path | None, typer.Option(
+    "--overlays", help="Write PNGs of the worst cases per class here (needs segeval\\[report]).",
+    rich_help_panel=OUTPUTS)]
+ImagesDir = Annotated[Path | None, typer.Option(
+    "--images", help="Images to draw under the overlays, paired by case id.",
+    rich_help_panel=OUTPUTS)]
+Worst = Annotated[int, typer.Option(help="Cases per class for --overlays.",
+                                    rich_help_panel=OUTPUTS)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.",
+                                     rich_help_panel=OUTPUTS)]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.",
+                                     rich_help_panel=OUTPUTS)]
+
+# --- CI ------------------------------------------------------------------------------------
+FailUnder = Annotated[list[str] | None, typer.Option(
+    help="A bar, repeatable; exit 1 when any is missed: 0.85 (the headline score), dice=0.85, "
+    "iou:micro=0.7, dice:tumour=0.6 (a class, pooled), dice:2:mean=0.6 (a class, case "
+    "mean).", rich_help_panel=CI)]
+MarkdownPath = Annotated[str | None, typer.Option(
+    "--markdown", help="Write a Markdown summary (for a pull-request comment) here.",
+    rich_help_panel=CI)]
+JunitPath = Annotated[str | None, typer.Option(
+    "--junit", help="Write JUnit XML here: one test per bar and per invalid case.",
+    rich_help_panel=CI)]
+Github = Annotated[bool, typer.Option(
+    "--github", help="Emit ::error annotations for missed bars and invalid cases; append the "
+    "Markdown to $GITHUB_STEP_SUMMARY when it is set.", rich_help_panel=CI)]
+OnError = Annotated[str, typer.Option(
+    help="fail|continue: with invalid cases, exit 3 (fail) or 0 (continue); the report holds "
+    "every case either way.", rich_help_panel=CI)]
+
+# --- performance ---------------------------------------------------------------------------
+Device = Annotated[str, typer.Option(
+    help="auto|cpu|cuda|cuda:N|mps (auto: where the data is; CPU for files).",
+    rich_help_panel=PERFORMANCE)]
+CaseTimeout = Annotated[float | None, typer.Option(
+    help="Seconds one case may take; past it the case is E_TIMEOUT.",
+    rich_help_panel=PERFORMANCE)]
+Workers = Annotated[int | None, typer.Option(
+    help="Parallel workers (default: usable cores, at most 8); results do not depend on it.",
+    rich_help_panel=PERFORMANCE)]
+Scheduler = Annotated[str | None, typer.Option(
+    help="Address of a Dask distributed scheduler to count cases on (needs segeval\\[dask] and "
+    "paths the workers can read); results are identical.", rich_help_panel=PERFORMANCE)]
+
+
+# --- parsers -------------------------------------------------------------------------------
+def parse_labels(text: str | None) -> list[int] | None:
+    """``1,2,3`` → [1, 2, 3]; None stays None (every label found)."""
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError("E_USAGE", f"--labels {text!r}: expected integers such as 1,2,3") \
+            from None
+
+
+def parse_threshold(text: str) -> tuple[float, list[float]]:
+    """``0.5`` → (0.5, []); ``0.3,0.5`` or ``0.1:0.9:0.05`` → (0.5, the sweep)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if not step > 0:
+                raise ValueError
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            values = [round(start + i * step, 12) for i in range(max(count, 0))]
+        elif "," in text:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        else:
+            return float(text), []
+    except ValueError:
+        raise UsageError("E_USAGE", f"--threshold {text!r}: expected a number, a list "
+                         "such as 0.3,0.5,0.7 or a range START:STOP:STEP") from None
+    if not values:
+        raise UsageError("E_USAGE", f"--threshold {text!r}: the sweep is empty")
+    return 0.5, values
+
+
+def parse_regions(items: list[str]) -> dict[str, list[int]]:
+    """Repeated ``NAME=1,2,3`` → {name: labels}."""
+    regions = {}
+    for item in items:
+        name, _, members = item.partition("=")
+        try:
+            regions[name.strip()] = [int(x) for x in members.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError("E_USAGE", f"--region {item!r}: expected NAME=1,2,3") from None
+        if not name.strip() or not regions[name.strip()]:
+            raise UsageError("E_USAGE", f"--region {item!r}: expected NAME=1,2,3")
+    return regions
+
+
+def parse_label_names(text: str | None) -> tuple[dict[int, str], dict[str, list[int]]]:
+    """``1=liver,2=tumour``, or a JSON file: ``{"1": "liver"}`` or a dataset.json whose
+    ``labels`` maps names to labels (nnU-Net; a list value is a region)."""
+    if text is None:
+        return {}, {}
+    if not Path(text).is_file():
+        if "=" not in text:  # not the inline form: a path that is not there
+            raise UsageError("E_USAGE", f"--label-names {text!r}: file not found",
+                             hint="give a JSON file that exists, or 1=liver,2=tumour")
+        names = {}
+        for item in text.split(","):
+            key, sep, name = item.partition("=")
+            if not sep or not key.strip().isdigit() or not name.strip():
+                raise UsageError("E_USAGE", f"--label-names: {item!r} is not LABEL=NAME",
+                                 hint="e.g. 1=liver,2=tumour, or a JSON file")
+            names[int(key)] = name.strip()
+        return names, {}
+    try:
+        data = json.loads(Path(text).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError("E_USAGE", f"cannot read label names: {exc}", text) from None
+    if isinstance(data, dict) and isinstance(data.get("labels"), dict):
+        data = data["labels"]
+    if not isinstance(data, dict):
+        raise UsageError("E_USAGE", "label names file must hold a JSON object", text)
+    names, regions = {}, {}
+    for key, value in data.items():
+        if str(key).isdigit():
+            names[int(key)] = str(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if value != 0:
+                names[value] = str(key)
+        elif isinstance(value, list) and all(isinstance(v, int) for v in value):
+            regions[str(key)] = value
+        else:
+            raise UsageError("E_USAGE", f"label names: cannot read entry {key!r}: {value!r}",
+                             text)
+    return names, regions
+
+
+def parse_exports(items: list[str]) -> list[tuple[str, str]]:
+    """Repeated ``KIND=PATH`` → [(kind, path)]; the kinds are checked by the exporter."""
+    exports = []
+    for item in items:
+        kind, sep, path = item.partition("=")
+        if not sep or not kind.strip() or not path:
+            raise UsageError("E_USAGE", f"--export {item!r}: expected KIND=PATH",
+                             hint="e.g. --export nnunet=summary.json")
+        exports.append((kind.strip(), path))
+    return exports
+
+
+def class_options(labels: str | None, label_names: str | None,
+                  region: list[str] | None) -> dict[str, object]:
+    """The class-defining options of evaluate and grade, parsed the same way for both."""
+    names, file_regions = parse_label_names(label_names)
+    return {"labels": parse_labels(labels), "label_names": names,
+            "regions": {**file_regions, **parse_regions(region or [])}}
