@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import segeval
 from segeval.commands.app import app
 from segeval.verdicts.grade import competition_ranks, grade
 from tests.conftest import write_png
@@ -152,3 +153,19 @@ def test_cli_exit_codes(tmp_path):
     result = runner.invoke(app, ["grade", str(subs), str(gt), "--out", str(tmp_path / "o"),
                                  "--rank-by", "dice:nowhere"])
     assert result.exit_code == 2 and "rank-by" in result.stderr
+
+
+@pytest.mark.parametrize("reduction", ["macro", "micro", "macro_imagewise"])
+def test_bootstrap_uses_the_reports_own_reductions(reduction):
+    """An identity resample and a resample that repeats one case give exactly the report's
+    summary for those cases: grading and the report share one definition."""
+    from segeval.verdicts.grade import resampled_scores
+    from tests.test_api import PRED_A, PRED_B, REF_A, REF_B
+
+    report = segeval.evaluate({"a": PRED_A, "b": PRED_B}, {"a": REF_A, "b": REF_B})
+    only_b = segeval.evaluate({"b": PRED_B}, {"b": REF_B})
+    samples = np.array([[0, 1], [1, 1]])
+    for metric in ("dice", "iou", "precision"):
+        values = resampled_scores(report, metric, reduction, samples)
+        assert values[0] == pytest.approx(report.to_dict()["summary"][reduction][metric])
+        assert values[1] == pytest.approx(only_b.to_dict()["summary"][reduction][metric])

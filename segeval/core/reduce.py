@@ -25,7 +25,7 @@ import numpy as np
 
 from segeval.config import METRICS, EvalConfig
 from segeval.core.counts import CountTable
-from segeval.core.metrics import is_empty, scores
+from segeval.core.metrics import is_empty, score, scores
 
 COUNTS = ("tp", "fp", "fn", "tn")
 
@@ -68,6 +68,39 @@ def nanstd(values: np.ndarray, axis: int = 0, ddof: int = 0) -> np.ndarray:
         return np.where(count > ddof, np.sqrt(squares / np.maximum(count - ddof, 1)), np.nan)
 
 
+def summarise(reduction: str, metric: str, counts: dict[str, np.ndarray], config: EvalConfig,
+              scored: np.ndarray | None = None) -> np.ndarray:
+    """The one definition of each summary reduction, on counts shaped ``[..., case, class]``.
+
+    * ``macro``: per class, counts summed over cases, then the score; mean over the classes
+      where it is defined;
+    * ``micro``: counts summed over cases and classes, then the score;
+    * ``macro_imagewise``: the score per case and class; per class the mean over the cases
+      where it is defined; then the mean over classes.
+
+    ``scored`` ``[..., case]`` marks the cases that count (others add nothing); leading axes
+    are kept, so grading's bootstrap passes every resample at once.  NaN where undefined.
+    """
+    def value(tp: Any, fp: Any, fn: Any, tn: Any) -> np.ndarray:
+        return np.asarray(score(metric, tp, fp, fn, tn, beta=config.beta,
+                                smooth=config.smooth, empty=config.empty))
+
+    if scored is not None:
+        counts = {name: np.where(scored[..., None], values, 0)
+                  for name, values in counts.items()}
+    ordered = [counts[name] for name in COUNTS]
+    if reduction == "micro":
+        return value(*(c.sum(axis=(-2, -1)) for c in ordered))
+    if reduction == "macro":
+        return nanmean(value(*(c.sum(axis=-2) for c in ordered)), axis=-1)
+    if reduction == "macro_imagewise":
+        per_case = value(*ordered)
+        if scored is not None:
+            per_case = np.where(scored[..., None], per_case, np.nan)
+        return nanmean(nanmean(per_case, axis=-2), axis=-1)
+    raise ValueError(f"unknown reduction {reduction!r}")
+
+
 def reduce_counts(table: CountTable, config: EvalConfig) -> Reductions:
     """Compute every reduction of ``table`` under ``config`` (beta, smooth, empty, ddof)."""
     def score_all(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, np.ndarray]:
@@ -101,8 +134,9 @@ def reduce_counts(table: CountTable, config: EvalConfig) -> Reductions:
         n_empty=is_empty(counts["tp"], counts["fp"], counts["fn"]).sum(axis=0),
         micro_counts={k: v.item() for k, v in micro_counts.items()},
         micro={k: float(v) for k, v in micro.items()},
-        macro={k: float(nanmean(pooled[k])) for k in METRICS},
-        macro_imagewise={k: float(nanmean(mean[k])) for k in METRICS},
+        macro={k: float(summarise("macro", k, counts, config)) for k in METRICS},
+        macro_imagewise={k: float(summarise("macro_imagewise", k, counts, config))
+                         for k in METRICS},
         macro_n={k: int((~np.isnan(pooled[k])).sum()) for k in METRICS},
         macro_imagewise_n={k: int((~np.isnan(mean[k])).sum()) for k in METRICS},
     )

@@ -38,8 +38,7 @@ import numpy as np
 
 from segeval.api import evaluate
 from segeval.config import HEADLINES, METRICS, EvalConfig
-from segeval.core.metrics import score
-from segeval.core.reduce import nanmean
+from segeval.core.reduce import COUNTS, summarise
 from segeval.errors import SegevalError, UsageError
 from segeval.results import Report, write_text_atomic
 
@@ -279,20 +278,8 @@ def bootstrap_ranks(teams: list[TeamResult], metric: str, reduction: str, resamp
 
 def resampled_scores(report: Report, metric: str, reduction: str,
                      samples: np.ndarray) -> np.ndarray:
-    """The team's score on each resample of cases (rows of ``samples``), from counts."""
-    table, config = report.table, report.config
-
-    def metric_of(tp: Any, fp: Any, fn: Any, tn: Any) -> np.ndarray:
-        return score(metric, tp, fp, fn, tn, beta=config.beta, smooth=config.smooth,
-                     empty=config.empty)
-
-    scored = table.scored
-    counts = [np.where(scored[:, None], getattr(table, c), 0) for c in ("tp", "fp", "fn", "tn")]
-    if reduction == "macro_imagewise":
-        per_case = np.where(scored[:, None], metric_of(*counts), np.nan)
-        return nanmean(nanmean(per_case[samples], axis=1), axis=1)
-    sums = [c[samples].sum(axis=1) for c in counts]  # [resamples, classes]
-    if reduction == "micro":
-        tp, fp, fn, tn = (s.sum(axis=1) for s in sums)
-        return metric_of(tp, fp, fn, tn)
-    return nanmean(metric_of(*sums), axis=1)
+    """The team's score on each resample of cases (rows of ``samples``), from counts, by
+    the same definition of the reduction as the report (:func:`segeval.core.reduce.summarise`)."""
+    table = report.table
+    counts = {name: getattr(table, name)[samples] for name in COUNTS}  # [resample, case, class]
+    return summarise(reduction, metric, counts, report.config, scored=table.scored[samples])
