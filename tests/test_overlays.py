@@ -235,6 +235,8 @@ def test_unreadable_cases_warn_and_matplotlib_is_required(tmp_path, monkeypatch)
 @pytest.mark.parametrize("layout_options", [
     {},  # label maps, with a region
     {"logits": "sigmoid"},  # probability map from logits
+    {"logits": "sigmoid", "whole": True},  # whole-valued float logits: still logits
+    {"channel_axis": 0, "ignore_index": 2},  # channels over a label map with an ignore index
     {"channel_axis": 0},  # per-class probabilities: argmax
     {"channel_axis": 0, "multilabel": True},  # independent channels
 ])
@@ -247,7 +249,9 @@ def test_drawn_voxels_count_what_the_report_counts(layout_options):
     elif "logits" in layout_options:
         reference = (reference > 1).astype(np.uint8)
         prediction = rng.normal(size=(6, 5, 4)).astype(np.float32)
-        options = dict(layout_options)
+        if layout_options.get("whole"):  # issue 12: the overlay read these as labels
+            prediction = np.round(prediction * 2)
+        options = {"logits": "sigmoid"}
     else:
         prediction = rng.random((3, 6, 5, 4)).astype(np.float32)
         if layout_options.get("multilabel"):

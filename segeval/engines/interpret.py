@@ -53,28 +53,87 @@ def count_case(
         return backend.confusion(ref_labels, backend.zeros(backend.shape(ref_labels)))
     pred = backend.asarray(prediction)
     check_same_shape(backend.shape(pred), backend.shape(ref), prediction_name, reference_name)
-    if backend.is_float(pred):
-        _check_finite(backend, pred, prediction_name)
-        if config.logits == "sigmoid":
-            pred = backend.sigmoid(pred)
-        elif backend.is_integer_valued(pred):
-            return backend.confusion(ref_labels, label_map(backend, pred, prediction_name))
-        _check_probability(backend, pred, prediction_name, config)
-        _check_binary_reference(backend, ref_labels, config, reference_name)
-        if config.soft:
-            probability = backend.stack_complement(pred)
-            return backend.soft_counts(backend.one_hot0(ref_labels, 2), probability,
-                                       _valid(ref_labels, config))
-        counts = backend.confusion(ref_labels,
-                                   backend.to_labels(backend.above(pred, config.threshold)))
-        if not config.sweep:
-            return counts
+    pred_labels, probability = prediction_labels(backend, pred, ref_labels, config,
+                                                 prediction_name, reference_name)
+    if probability is None:
+        return backend.confusion(ref_labels, pred_labels)
+    if config.soft:
+        return backend.soft_counts(backend.one_hot0(ref_labels, 2),
+                                   backend.stack_complement(probability),
+                                   _valid(ref_labels, config))
+    counts = backend.confusion(ref_labels, pred_labels)
+    if not config.sweep:
+        return counts
+    valid = _valid(ref_labels, config)
+    foreground = backend.sweep_counts(backend.one_hot0(ref_labels, 2)[1:], probability[None],
+                                      np.asarray(config.sweep), valid)
+    background = foreground[[3, 2, 1, 0]]  # binary: predicted 0 exactly where not 1
+    return replace(counts, sweep=np.concatenate([background, foreground], axis=-1))
+
+
+def prediction_labels(backend: Backend, pred: Any, ref_labels: Any, config: EvalConfig,
+                      prediction_name: str, reference_name: str) -> tuple[Any, Any | None]:
+    """A prediction without channels as the label map it counts as, and its probabilities
+    (None for a label map).  Integers, bools and whole-valued floats are labels — unless
+    ``logits="sigmoid"``, which makes any float a logit; other floats are probabilities of
+    label 1, foreground where ``p > threshold``, and need a binary reference."""
+    if not backend.is_float(pred):
+        return label_map(backend, pred, prediction_name), None
+    _check_finite(backend, pred, prediction_name)
+    if config.logits == "sigmoid":
+        pred = backend.sigmoid(pred)
+    elif backend.is_integer_valued(pred):
+        return label_map(backend, pred, prediction_name), None
+    _check_probability(backend, pred, prediction_name, config)
+    _check_binary_reference(backend, ref_labels, config, reference_name)
+    return backend.to_labels(backend.above(pred, config.threshold)), pred
+
+
+def class_voxels(prediction: Any | None, reference: Any, labels: Any, config: EvalConfig,
+                 backend: Backend) -> tuple[Any, Any, Any]:
+    """Boolean (reference, prediction, evaluated) voxels of one class — a label, or a
+    region's labels — under exactly the rules that count the case (overlays draw these).
+    ``prediction=None`` is an empty prediction; not for ``soft`` (no voxel is a class)."""
+    ref = backend.asarray(reference)
+    selected = np.asarray(sorted(labels))
+    if config.channel_axis is None:
+        ref_labels = label_map(backend, ref, "reference")
+        pred_labels = backend.zeros(backend.shape(ref_labels))
+        if prediction is not None:
+            pred_labels, _ = prediction_labels(backend, backend.asarray(prediction), ref_labels,
+                                               config, "prediction", "reference")
         valid = _valid(ref_labels, config)
-        foreground = backend.sweep_counts(backend.one_hot0(ref_labels, 2)[1:], pred[None],
-                                          np.asarray(config.sweep), valid)
-        background = foreground[[3, 2, 1, 0]]  # binary: predicted 0 exactly where not 1
-        return replace(counts, sweep=np.concatenate([background, foreground], axis=-1))
-    return backend.confusion(ref_labels, label_map(backend, pred, prediction_name))
+        evaluated = np.ones(backend.shape(ref_labels), bool) if valid is None else valid
+        return (np.isin(ref_labels, selected) & evaluated,
+                np.isin(pred_labels, selected) & evaluated, evaluated)
+    pred = None if prediction is None else _channels_first(
+        backend, backend.asarray(prediction), config.channel_axis, "prediction")
+    spatial = backend.shape(ref) if pred is None else backend.shape(pred)[1:]
+    if len(backend.shape(ref)) == len(spatial) + 1:  # reference channels
+        ref_channels = _binary_channels(backend, _channels_first(
+            backend, ref, config.channel_axis, "reference"), "reference")
+        ref_class = np.logical_or.reduce([ref_channels[c] for c in selected
+                                          if c < len(ref_channels)])
+        evaluated = np.ones(spatial, bool)
+    else:
+        ref_labels = label_map(backend, ref, "reference")
+        ref_class = np.isin(ref_labels, selected)
+        valid = _valid(ref_labels, config)
+        evaluated = np.ones(spatial, bool) if valid is None else valid
+    if pred is None:
+        pred_class = np.zeros(spatial, bool)
+    elif config.multilabel:
+        if backend.is_float(pred):
+            _check_finite(backend, pred, "prediction")
+            probability = backend.sigmoid(pred) if config.logits == "sigmoid" else pred
+            channels = backend.above(probability, config.threshold)
+        else:
+            channels = _binary_channels(backend, pred, "prediction")
+        pred_class = np.logical_or.reduce([channels[c] for c in selected if c < len(channels)]
+                                          or [np.zeros(spatial, bool)])
+    else:  # argmax over channels; sigmoid and softmax keep the order of channels
+        pred_class = np.isin(backend.argmax0(pred), selected)
+    return ref_class & evaluated, pred_class & evaluated, evaluated
 
 
 def _count_channels(

@@ -45,6 +45,9 @@ from typing import Any
 
 import numpy as np
 
+from segeval.config import EvalConfig
+from segeval.engines.interpret import class_voxels
+from segeval.engines.numpy_backend import NumpyBackend
 from segeval.errors import CaseError, UsageError
 from segeval.formats import case_id, format_suffix, read_mask
 
@@ -123,55 +126,11 @@ def _case_value(case: Mapping[str, Any], class_key: str, metric: str) -> float |
 def class_masks(prediction: np.ndarray | None, reference: np.ndarray,
                 labels: Sequence[int], config: Mapping[str, Any]
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boolean (reference, prediction, evaluated) voxels of one class, with the counting
-    rules of the report's ``config`` (see the module docstring).  ``prediction=None`` is an
-    empty prediction."""
-    channel_axis = config.get("channel_axis")
-    axis = 0 if channel_axis is None else int(channel_axis)
-    multilabel = bool(config.get("multilabel"))
-    threshold = float(config.get("threshold", 0.5))
-    sigmoid = config.get("logits") == "sigmoid"
-    ignore_index = config.get("ignore_index")
-    spatial_ndim = reference.ndim
-    if channel_axis is not None and prediction is not None:
-        spatial_ndim = prediction.ndim - 1
-
-    def as_class(array: np.ndarray, has_channels: bool) -> np.ndarray:
-        if has_channels:
-            channels = np.moveaxis(array, axis, 0)
-            if multilabel:
-                picked = [_foreground(channels[c], threshold, sigmoid) if c < len(channels)
-                          else np.zeros(channels.shape[1:], bool) for c in labels]
-                return np.logical_or.reduce(picked)
-            return np.isin(np.argmax(channels, axis=0), labels)
-        if array.dtype.kind == "f" and not _whole(array):  # a probability map of label 1
-            foreground = _foreground(array, threshold, sigmoid)
-            return foreground if 1 in labels else np.zeros(array.shape, dtype=bool)
-        return np.isin(array, labels)
-
-    ref_has_channels = channel_axis is not None and reference.ndim == spatial_ndim + 1
-    ref = as_class(reference, ref_has_channels)
-    if prediction is None:
-        pred = np.zeros(ref.shape, dtype=bool)
-    else:
-        pred = as_class(prediction, channel_axis is not None)
-    evaluated = np.ones(ref.shape, dtype=bool)
-    if ignore_index is not None and not ref_has_channels:
-        evaluated = reference != ignore_index
-    return ref & evaluated, pred & evaluated, evaluated
-
-
-def _whole(array: np.ndarray) -> bool:
-    return bool(np.all(np.isfinite(array)) and np.all(array == np.round(array)))
-
-
-def _foreground(array: np.ndarray, threshold: float, sigmoid: bool) -> np.ndarray:
-    if array.dtype.kind != "f":
-        return array != 0
-    values = array.astype(np.float64)
-    if sigmoid:
-        values = 1.0 / (1.0 + np.exp(-values))
-    return values > threshold
+    """Boolean (reference, prediction, evaluated) voxels of one class, by the counting rules
+    themselves (:func:`segeval.engines.interpret.class_voxels`) under the report's
+    ``config``.  ``prediction=None`` is an empty prediction."""
+    return class_voxels(prediction, reference, labels, EvalConfig.from_dict(config),
+                        NumpyBackend())
 
 
 # ----------------------------------------------------------------------------- slices
