@@ -1,8 +1,13 @@
 """segeval: exact, explicit evaluation of image segmentation.
 
->>> import segeval
->>> report = segeval.evaluate("pred/", "gt/", labels=[1, 2])
->>> report.to_dict()["summary"]["macro"]["dice"]
+>>> import numpy as np, segeval
+>>> reference = np.array([[0, 1, 1, 2], [0, 1, 2, 2]])
+>>> prediction = np.array([[0, 1, 2, 2], [0, 1, 1, 2]])
+>>> report = segeval.evaluate([prediction], [reference], labels=[1, 2])
+>>> report.to_dict()["summary"]["macro"]["dice"]  # class 1: 2·2/(3+3), class 2: 2·2/(3+3)
+0.6666666666666666
+
+Folders work the same way: ``segeval.evaluate("pred/", "gt/")`` pairs files by case id.
 
 Importing segeval never imports torch; only a GPU device, torch tensors or
 :mod:`segeval.losses` do.  The public names are loaded on first use, so that
