@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from segeval.verdicts.compare import Comparison, ComparisonRow
-from segeval.verdicts.gates import BarResult
 from segeval.words import SUMMARY_NOTES, class_label, fmt, signed
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: a run with no bar or comparison imports neither module
     from rich.table import Table
+
+    from segeval.verdicts.compare import Comparison, ComparisonRow
+    from segeval.verdicts.gates import BarResult
 
 
 def bars_table(results: Sequence[BarResult]) -> Table:

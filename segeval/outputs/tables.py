@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.table import Table
@@ -16,8 +16,10 @@ from rich.table import Table
 from segeval.config import METRICS
 from segeval.core.reduce import COUNTS
 from segeval.results import Report, write_text_atomic
-from segeval.verdicts.compare import Comparison
 from segeval.words import SUMMARY_NOTES, class_label, fmt
+
+if TYPE_CHECKING:
+    from segeval.verdicts.compare import Comparison
 
 
 def render(report: Report, console: Console, metrics: tuple[str, ...], per_class: bool,
