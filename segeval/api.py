@@ -17,7 +17,9 @@ from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import ClassSpec, Confusion, CountTable
 from segeval.core.reduce import reduce_counts
+from segeval.core.relabel import label_mapping, relabel_confusion
 from segeval.core.sweep import sweep_block
+from segeval.core.warnings import Declared, PairingFacts, label_facts, run_warnings
 from segeval.errors import UsageError
 from segeval.results import CaseResult, Report
 from segeval.run.cases import Pairing, pair_inputs
@@ -37,6 +39,7 @@ def evaluate(
     cache: str | Path | None = None,
     scheduler: str | None = None,
     progress: Progress | None = None,
+    regions_from: str = "--region",
     **options: Any,
 ) -> Report:
     """Evaluate predictions against references.
@@ -64,6 +67,8 @@ def evaluate(
         on that cluster instead of locally, with identical results.
     progress:
         Called as ``progress(done, total, case_id)`` after each case.
+    regions_from:
+        How the regions were given (``dataset.json``, ``--region``), named in warnings.
     **options:
         Fields of :class:`~segeval.config.EvalConfig` (``labels``, ``empty``, ``smooth``,
         ``beta``, ``threshold``, ``ignore_index``, ``regions``, ``missing``, ...).
@@ -73,7 +78,7 @@ def evaluate(
     """
     config = EvalConfig.create(**options)
     started = time.perf_counter()
-    pairing = pair_inputs(prediction, reference)
+    pairing = pair_inputs(prediction, reference, config.prediction_suffix)
     resolved = resolve_device(device, pairing)
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
@@ -87,8 +92,13 @@ def evaluate(
         count_cache = CountCache(cache, config)
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
                         progress, case_timeout, count_cache, scheduler)
+    relabel_results(results, config)
     classes = resolve_classes(results, config)
-    reject_unexpected_labels(results, config)
+    if config.unexpected_labels == "error":
+        reject_unexpected_labels(results, config)
+    warnings = run_warnings(
+        label_facts(((r.id, r.counts) for r in results), config.ignore_index),
+        declared_labels(config, regions_from), classes, pairing_facts(pairing))
     table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
                              soft=config.soft)
     run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
@@ -100,7 +110,29 @@ def evaluate(
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     sweep = sweep_block([r.counts for r in results], classes, config)
     return Report(config, classes, results, table, reduce_counts(table, config), run,
-                  pairing.unmatched_predictions, pairing.ignored_files, sweep)
+                  pairing.unmatched_predictions, pairing.ignored_files, sweep, warnings)
+
+
+def relabel_results(results: list[CaseResult], config: EvalConfig) -> None:
+    """Apply ``binary``/``map_*`` to each case's confusion table (never to voxels)."""
+    mapping = label_mapping(config)
+    if mapping.identity:
+        return
+    for result in results:
+        if isinstance(result.counts, Confusion):
+            result.counts = relabel_confusion(result.counts, mapping, config.ignore_index)
+
+
+def declared_labels(config: EvalConfig, regions_from: str = "--region") -> Declared:
+    """The labels the options name, for the run's warnings."""
+    return Declared(config.labels, tuple(config.names), config.regions, config.ignore_index,
+                    regions_from)
+
+
+def pairing_facts(pairing: Pairing) -> PairingFacts:
+    return PairingFacts(tuple(s.id for s in pairing.cases if s.prediction is None),
+                        tuple(pairing.skipped_predictions),
+                        tuple(pairing.unmatched_predictions))
 
 
 def resolve_device(device: str, pairing: Pairing) -> str:
@@ -161,7 +193,9 @@ def resolve_classes(results: list[CaseResult], config: EvalConfig) -> list[Class
 
 
 def reject_unexpected_labels(results: list[CaseResult], config: EvalConfig) -> None:
-    """With explicit ``labels``, a case holding a label nobody declared is invalid.
+    """With explicit ``labels`` and ``unexpected_labels="error"``, a case holding a label
+    nobody declared is invalid (by default such labels are negatives for every class, as
+    with scikit-learn's ``labels=``, and named by a ``W_UNEVALUATED_LABELS`` warning).
 
     Declared: background 0, ``labels``, the labels of ``label_names`` (a dataset.json
     declares every label of a dataset, so ``--labels 1`` with it evaluates a subset),
@@ -187,7 +221,7 @@ def reject_unexpected_labels(results: list[CaseResult], config: EvalConfig) -> N
             result.status, result.error_code = "error", errors.E_UNEXPECTED_LABEL
             result.message = (f"{where} not declared; expected only {sorted(allowed)} "
                               "(declare every label of the dataset with --labels or "
-                              "--label-names)")
+                              "--label-names, or drop --unexpected-labels error)")
             result.counts = None
 
 

@@ -8,7 +8,7 @@ that need each field.  Words used here are the words of the CLI flags and JSON k
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -22,6 +22,7 @@ GeometryRule = Literal["strict", "shape", "off"]
 InvalidRule = Literal["exclude", "empty"]
 MetricName = Literal["dice", "iou", "fbeta", "precision", "recall", "specificity"]
 Effect = Literal["counts", "scores", "display"]
+UnexpectedRule = Literal["warn", "error"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
 HEADLINES: tuple[str, ...] = get_args(Headline)
@@ -30,6 +31,8 @@ MISSING_RULES: tuple[str, ...] = get_args(MissingRule)
 LOGITS: tuple[str, ...] = get_args(Logits)
 GEOMETRY_RULES: tuple[str, ...] = get_args(GeometryRule)
 INVALID_RULES: tuple[str, ...] = get_args(InvalidRule)
+UNEXPECTED_RULES: tuple[str, ...] = get_args(UnexpectedRule)
+MAPPED = ("map_reference", "map_prediction")  # label mappings: (from, to) pairs
 
 
 # --- what each option changes ------------------------------------------------------------
@@ -93,6 +96,20 @@ class EvalConfig:
     max_voxels: a file announcing more voxels than this is refused before it is read.
     sweep: thresholds at which probability maps are also evaluated (one pass per case); the
         main results stay at ``threshold``.
+    binary: every non-zero label is foreground (label 1) on both sides.
+    map_reference / map_prediction: ``(from, to)`` label pairs applied to that side before
+        scoring, by relabelling each case's confusion table (segeval.core.relabel);
+        ``labels``, ``regions`` and ``label_names`` speak of the mapped labels, while
+        ``ignore_index`` matches the reference as stored.
+    probability_scale: integer predictions are probabilities ``v / scale`` (255 for uint8,
+        65535 for uint16) instead of label maps; thresholds are decided exactly on integers.
+    prediction_axes: the prediction's axes named in the reference's terms, e.g. ``c,2,1,0``
+        (nnU-Net v2 ``.npz``: channels, then the reference's axes reversed); ``_`` drops a
+        singleton axis.  Naming ``c`` sets ``channel_axis`` to 0 (the channels go first).
+    prediction_suffix: in a prediction folder, read only files of this type (``.npz``).
+    unexpected_labels: labels found outside explicit ``labels``/``regions`` are a
+        ``warn``-ing (they count as negatives, like scikit-learn's ``labels=``), or an
+        ``error`` that makes the case invalid (``E_UNEXPECTED_LABEL``).
     invalid: a case whose prediction is invalid is ``exclude``-d from every reduction, or
         also scored as an ``empty`` prediction (the grading default: a broken file must not
         be worth more than no file).  The case keeps its error either way.
@@ -120,6 +137,13 @@ class EvalConfig:
     max_voxels: int = counts(2**31)
     invalid: InvalidRule = counts("exclude")
     sweep: tuple[float, ...] = counts(())
+    binary: bool = counts(False)
+    map_reference: tuple[tuple[int, int], ...] = counts(())
+    map_prediction: tuple[tuple[int, int], ...] = counts(())
+    probability_scale: int | None = counts(None)
+    prediction_axes: str | None = counts(None)
+    prediction_suffix: str | None = counts(None)
+    unexpected_labels: UnexpectedRule = scores("warn")
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:
@@ -145,6 +169,19 @@ class EvalConfig:
             labels = normalised["labels"]
             assert isinstance(labels, (list, tuple, set, frozenset))
             normalised["labels"] = tuple(sorted({int(x) for x in labels}))
+        for name in MAPPED:
+            pairs = normalised.get(name)
+            if isinstance(pairs, Mapping):
+                pairs = pairs.items()
+            if pairs is not None:
+                assert isinstance(pairs, Iterable)
+                normalised[name] = tuple(sorted((int(a), int(b)) for a, b in pairs))
+        axes = normalised.get("prediction_axes")
+        if isinstance(axes, (list, tuple)):
+            normalised["prediction_axes"] = axes = ",".join(str(x) for x in axes)
+        if isinstance(axes, str) and "c" in axes.split(",") \
+                and normalised.get("channel_axis") is None:
+            normalised["channel_axis"] = 0  # reordering puts the channels first
         if normalised.get("sweep") is not None:
             sweep = normalised["sweep"]
             assert isinstance(sweep, (list, tuple))
@@ -161,6 +198,7 @@ class EvalConfig:
             ("empty", EMPTY_RULES), ("missing", MISSING_RULES), ("logits", LOGITS),
             ("headline", HEADLINES), ("headline_metric", METRICS),
             ("geometry", GEOMETRY_RULES), ("invalid", INVALID_RULES),
+            ("unexpected_labels", UNEXPECTED_RULES),
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -201,6 +239,48 @@ class EvalConfig:
                       "--multilabel")
         if self.logits == "softmax" and self.channel_axis is None:
             raise bad("logits", "softmax needs --channel-axis (the axis to normalise over)")
+        self._validate_encodings(bad)
+
+    def _validate_encodings(self, bad: Callable[..., UsageError]) -> None:
+        """Label mappings, integer probabilities, axis orders, and the ignore index."""
+        if self.ignore_index is not None:
+            # a class made of ignored voxels has no TP or FN by construction: asking for it
+            # is a contradiction, refused before any file is read rather than dropped
+            if self.ignore_index in (self.labels or ()):
+                raise bad("ignore_index", f"{self.ignore_index} is also in --labels; a class "
+                          "whose voxels are all ignored can never be scored",
+                          "drop it from --labels, or choose another --ignore-index")
+            for name, members in self.regions:
+                if self.ignore_index in members:
+                    raise bad("ignore_index", f"{self.ignore_index} is also a member of "
+                              f"region {name!r}")
+        mapped = self.binary or self.map_reference or self.map_prediction
+        for name in MAPPED:
+            sources = [a for a, _ in getattr(self, name)]
+            if any(x < 0 for pair in getattr(self, name) for x in pair):
+                raise bad("map", "labels must be >= 0")
+            if len(set(sources)) != len(sources):
+                raise bad("map", f"a label is mapped twice ({name.replace('_', ' ')})")
+        if mapped and (self.soft or self.multilabel or self.sweep):
+            raise bad("map" if not self.binary else "binary",
+                      "label mappings apply to label maps; not with --soft, --multilabel or "
+                      "a threshold sweep")
+        if self.probability_scale is not None:
+            if not 1 <= self.probability_scale <= 2**32:
+                raise bad("probability_scale", f"{self.probability_scale} must be a positive "
+                          "integer such as 255 or 65535")
+            if self.logits != "none":
+                raise bad("probability_scale", "integer probabilities are not logits")
+        if self.prediction_axes is not None:
+            names = [part.strip() for part in self.prediction_axes.split(",")]
+            spatial = sorted(part for part in names if part not in ("c", "_"))
+            if names.count("c") > 1 or spatial != [str(k) for k in range(len(spatial))]:
+                raise bad("prediction_axes", f"{self.prediction_axes!r}: name each axis of the "
+                          "prediction: c (channels), 0, 1, 2 (the reference's axes, each "
+                          "once) or _ (a singleton axis to drop)", "nnU-Net .npz: c,2,1,0")
+            if "c" in names and self.channel_axis != 0:
+                raise bad("prediction_axes", "naming c puts the channels first: "
+                          f"--channel-axis must be 0, not {self.channel_axis}")
 
     @property
     def names(self) -> dict[int, str]:
@@ -213,6 +293,8 @@ class EvalConfig:
         data["regions"] = {name: list(members) for name, members in self.regions}
         data["label_names"] = {str(k): v for k, v in self.label_names}
         data["sweep"] = list(self.sweep)
+        for name in MAPPED:
+            data[name] = {str(a): b for a, b in getattr(self, name)}
         return data
 
     @classmethod
@@ -224,4 +306,6 @@ class EvalConfig:
         options["sweep"] = tuple(options.get("sweep") or ())  # type: ignore[arg-type]
         options["regions"] = dict(options.get("regions") or {})  # type: ignore[call-overload]
         options["label_names"] = dict(options.get("label_names") or {})  # type: ignore[call-overload]
+        for name in MAPPED:
+            options[name] = dict(options.get(name) or {})  # type: ignore[call-overload]
         return cls.create(**options)

@@ -21,6 +21,7 @@ import numpy as np
 from segeval.config import METRICS, EvalConfig
 from segeval.core.counts import CaseCounts, ClassSpec, CountTable
 from segeval.core.reduce import COUNTS, Reductions
+from segeval.core.warnings import RunWarning
 from segeval.version import __version__
 
 SCHEMA_VERSION = 1
@@ -63,6 +64,7 @@ class Report:
     unmatched_predictions: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
     sweep: dict[str, Any] | None = None
+    warnings: list[RunWarning] = field(default_factory=list)
 
     @property
     def headline(self) -> float:
@@ -121,6 +123,7 @@ class Report:
             },
             "unmatched_predictions": self.unmatched_predictions,
             "ignored_files": self.ignored_files,
+            "warnings": [warning.to_dict() for warning in self.warnings],
         }
         if self.sweep is not None:
             data["sweep"] = self.sweep

@@ -115,8 +115,24 @@ def test_regions_with_labels():
         ("1", "liver"), ("2", "2"), ("any", "any")]
 
 
-def test_unexpected_label_invalidates_only_that_case():
+def test_labels_select_classes_like_scikit_learn():
+    """--labels 1 on data holding 1 and 2: label 2 counts as a negative for class 1 (as
+    scikit-learn's labels=), every case is scored, and a warning names label 2."""
     report = segeval.evaluate({"a": PRED_A, "b": PRED_B}, {"a": REF_A, "b": REF_B}, labels=[1])
+    data = report.to_dict()
+    assert [c["status"] for c in data["cases"]] == ["ok", "ok"]
+    (warning,) = [w for w in data["warnings"] if w["code"] == "W_UNEVALUATED_LABELS"]
+    assert warning["labels"] == [2]
+    # independent count on the arrays: class 1 is (label == 1) on each side
+    tp = sum(int(((p == 1) & (g == 1)).sum()) for p, g in ((PRED_A, REF_A), (PRED_B, REF_B)))
+    fp = sum(int(((p == 1) & (g != 1)).sum()) for p, g in ((PRED_A, REF_A), (PRED_B, REF_B)))
+    fn = sum(int(((p != 1) & (g == 1)).sum()) for p, g in ((PRED_A, REF_A), (PRED_B, REF_B)))
+    assert data["per_class"]["1"]["pooled"]["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+
+
+def test_unexpected_label_invalidates_only_that_case():
+    report = segeval.evaluate({"a": PRED_A, "b": PRED_B}, {"a": REF_A, "b": REF_B}, labels=[1],
+                              unexpected_labels="error")
     a, b = report.to_dict()["cases"]
     assert a["status"] == "error" and a["error_code"] == "E_UNEXPECTED_LABEL"
     assert "[2]" in a["message"]

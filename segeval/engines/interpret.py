@@ -11,11 +11,17 @@ Prediction without ``channel_axis``
     * integer, bool, or float holding only whole numbers: a label map;
     * any other float: a probability map of the foreground (label 1), values in [0, 1]
       (after ``logits="sigmoid"``), foreground where ``p > threshold``; the reference must
-      then be binary (labels 0/1), since one map cannot speak for several classes.
+      then be binary (labels 0/1, after ``binary``/``map_reference``), since one map
+      cannot speak for several classes;
+    * integer data with ``probability_scale`` S (255, 65535): probabilities ``v / S``,
+      foreground where ``v / S > threshold`` decided exactly on the integers.
+``prediction_axes``
+    First of all, the prediction's axes are reordered to the reference's (channels first).
 Prediction with ``channel_axis``
     Channel ``c`` is label ``c``.  ``multilabel``: each channel is thresholded on its own
-    (``p > threshold``); otherwise the class is the argmax over channels (ties to the lowest
-    index).  ``logits`` applies sigmoid or softmax over channels first.
+    (``p > threshold``; integer channels with ``probability_scale`` as above); otherwise the
+    class is the argmax over channels (ties to the lowest index).  ``logits`` applies
+    sigmoid or softmax over channels first.
 ``soft``
     No threshold: probabilities are summed (soft TP = Σ p·g, ...).
 NaN or ±Inf anywhere in a prediction or reference is an error.
@@ -31,6 +37,7 @@ import numpy as np
 from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import CaseCounts
+from segeval.core.relabel import label_mapping
 from segeval.engines import Backend
 from segeval.errors import CaseError
 from segeval.formats.geometry import check_same_shape
@@ -46,6 +53,9 @@ def count_case(
 ) -> CaseCounts:
     """Counts of one case.  ``prediction=None`` scores an empty prediction."""
     ref = backend.asarray(reference)
+    if prediction is not None and config.prediction_axes is not None:
+        prediction = reorder_axes(backend, backend.asarray(prediction), config.prediction_axes,
+                                  prediction_name)
     if config.channel_axis is not None:
         return _count_channels(prediction, ref, config, backend, prediction_name, reference_name)
     ref_labels = label_map(backend, ref, reference_name)
@@ -76,7 +86,14 @@ def prediction_labels(backend: Backend, pred: Any, ref_labels: Any, config: Eval
     """A prediction without channels as the label map it counts as, and its probabilities
     (None for a label map).  Integers, bools and whole-valued floats are labels — unless
     ``logits="sigmoid"``, which makes any float a logit; other floats are probabilities of
-    label 1, foreground where ``p > threshold``, and need a binary reference."""
+    label 1, foreground where ``p > threshold``, and need a binary reference.  With
+    ``probability_scale`` S, integer data are probabilities ``v / S`` (float64 ``v / S`` is
+    returned only for ``soft`` or a sweep, which need the values)."""
+    scale = _integer_scale(backend, pred, config, prediction_name)
+    if scale is not None:  # integer probabilities v / scale, decided on the integers
+        _check_binary_reference(backend, ref_labels, config, reference_name)
+        probability = backend.scaled(pred, scale) if config.soft or config.sweep else pred
+        return backend.to_labels(_above(backend, pred, scale, config.threshold)), probability
     if not backend.is_float(pred):
         return label_map(backend, pred, prediction_name), None
     _check_finite(backend, pred, prediction_name)
@@ -95,6 +112,9 @@ def class_voxels(prediction: Any | None, reference: Any, labels: Any, config: Ev
     region's labels — under exactly the rules that count the case (overlays draw these).
     ``prediction=None`` is an empty prediction; not for ``soft`` (no voxel is a class)."""
     ref = backend.asarray(reference)
+    if prediction is not None and config.prediction_axes is not None:
+        prediction = reorder_axes(backend, backend.asarray(prediction), config.prediction_axes,
+                                  "prediction")
     selected = np.asarray(sorted(labels))
     if config.channel_axis is None:
         ref_labels = label_map(backend, ref, "reference")
@@ -134,6 +154,71 @@ def class_voxels(prediction: Any | None, reference: Any, labels: Any, config: Ev
     else:  # argmax over channels; sigmoid and softmax keep the order of channels
         pred_class = np.isin(backend.argmax0(pred), selected)
     return ref_class & evaluated, pred_class & evaluated, evaluated
+
+
+def integer_cut(threshold: float, scale: int) -> int:
+    """For an integer probability map of full scale ``scale`` (255 for uint8, 65535 for
+    uint16): the largest value ``v`` in [0, scale] with ``v / scale <= threshold``, so that
+    ``v > cut`` is exactly ``v / scale > threshold`` (the quotient in float64, as NumPy
+    computes it) for every ``v``.  Decided on integers, it is the same on every backend
+    (a float32 copy on a GPU could round differently).  Float64 division is correctly
+    rounded, hence monotone in ``v``, so the values above the threshold form a suffix."""
+    values = np.arange(scale + 1, dtype=np.int64)
+    return int(np.count_nonzero(~(values / scale > threshold))) - 1
+
+
+def _integer_scale(backend: Backend, pred: Any, config: EvalConfig, name: str) -> int | None:
+    """The full scale when ``pred`` is an integer probability map (``probability_scale``
+    declared, integer data), after checking its range; None otherwise."""
+    scale = config.probability_scale
+    if scale is None or backend.is_float(pred) or backend.is_bool(pred):
+        return None
+    low, high = backend.min_max(pred)
+    if low < 0 or high > scale:
+        raise CaseError(errors.E_PROBABILITY_RANGE,
+                        f"integer probabilities outside [0, {scale}] (min {low:g}, max "
+                        f"{high:g})", name, "check --probability-scale (255 for 8-bit, "
+                        "65535 for 16-bit data)")
+    return int(scale)
+
+
+def _above(backend: Backend, pred: Any, scale: int | None, threshold: float) -> Any:
+    """Foreground of a probability map: ``p > threshold``, exactly, for float or integer
+    (``p = v / scale``) probabilities."""
+    if scale is None:
+        return backend.above(pred, threshold)
+    return pred > integer_cut(threshold, scale)
+
+
+def _sweep_edges(sweep: tuple[float, ...], scale: int | None) -> np.ndarray:
+    """Thresholds for the sweep kernels: as given, or for integer probabilities the cuts
+    (``v > cut`` ⇔ ``v / scale > t``; integers compare exactly with these floats)."""
+    if scale is None:
+        return np.asarray(sweep)
+    return np.asarray([integer_cut(t, scale) for t in sweep], dtype=np.float64)
+
+
+def reorder_axes(backend: Backend, pred: Any, axes: str, name: str) -> Any:
+    """Bring a prediction's axes into the reference's order (``prediction_axes``).
+
+    ``axes`` names each axis of the prediction, in order: ``c`` the channels, ``k`` (an
+    integer) the reference's axis ``k``, ``_`` a singleton axis to drop.  The result has the
+    channels first (when named) and then the reference's axes in order.  nnU-Net v2's
+    ``.npz`` probabilities against NIfTI references: ``c,2,1,0``."""
+    names = [part.strip() for part in axes.split(",")]
+    shape = backend.shape(pred)
+    if len(names) != len(shape):
+        raise CaseError(errors.E_CHANNELS, f"--prediction-axes {axes} names {len(names)} "
+                        f"axes, the prediction has {len(shape)} (shape {shape})", name)
+    dropped = [i for i, part in enumerate(names) if part == "_"]
+    if any(shape[i] != 1 for i in dropped):
+        raise CaseError(errors.E_CHANNELS, f"--prediction-axes {axes}: an axis marked _ is "
+                        f"not of size 1 (shape {shape})", name)
+    pred = pred[tuple(0 if i in dropped else slice(None) for i in range(len(shape)))]
+    kept = [part for part in names if part != "_"]
+    order = ([kept.index("c")] if "c" in kept else []) + [
+        kept.index(str(k)) for k in range(len(kept) - ("c" in kept))]
+    return backend.permute(pred, tuple(order))
 
 
 def _count_channels(
@@ -197,18 +282,21 @@ def _count_channels(
         raise CaseError(errors.E_CHANNELS, "--logits given but the prediction holds integers",
                         prediction_name, "drop --logits for label or one-hot predictions")
 
+    scale = _integer_scale(backend, pred, config, prediction_name) if prediction is not None \
+        else None
     if config.soft:
-        return backend.soft_counts(ref_channels, pred, valid)
+        return backend.soft_counts(ref_channels, pred if scale is None
+                                   else backend.scaled(pred, scale), valid)
     if config.multilabel:
-        if not backend.is_float(pred):
+        if not backend.is_float(pred) and scale is None:
             return backend.channel_counts(ref_channels,
                                           _binary_channels(backend, pred, prediction_name), valid)
-        counts = backend.channel_counts(ref_channels, backend.above(pred, config.threshold),
-                                        valid)
+        counts = backend.channel_counts(ref_channels,
+                                        _above(backend, pred, scale, config.threshold), valid)
         if not config.sweep:
             return counts
-        return replace(counts, sweep=backend.sweep_counts(ref_channels, pred,
-                                                          np.asarray(config.sweep), valid))
+        return replace(counts, sweep=backend.sweep_counts(
+            ref_channels, pred, _sweep_edges(config.sweep, scale), valid))
     assert ref_labels is not None
     return backend.confusion(ref_labels, backend.argmax0(pred))
 
@@ -269,9 +357,14 @@ def _check_probability(backend: Backend, a: Any, name: str, config: EvalConfig) 
 
 def _check_binary_reference(backend: Backend, ref_labels: Any, config: EvalConfig,
                             name: str) -> None:
-    labels = backend.unique_labels(ref_labels) - {0, 1}
+    """A single probability map speaks for label 1: the reference must hold 0 and 1 only,
+    after the run's label mapping (``--binary``, ``--map``), which is applied later to the
+    confusion table (see :mod:`segeval.core.relabel`)."""
+    mapping = label_mapping(config)
+    found = backend.unique_labels(ref_labels)
     if config.ignore_index is not None:
-        labels.discard(config.ignore_index)
+        found.discard(config.ignore_index)
+    labels = {label for label in found if mapping.label(label, "reference") not in (0, 1)}
     if labels:
         raise CaseError(
             errors.E_CHANNELS,

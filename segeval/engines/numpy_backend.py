@@ -95,6 +95,13 @@ class NumpyBackend:
     def moveaxis0(self, a: np.ndarray, axis: int) -> np.ndarray:
         return np.moveaxis(a, axis, 0)
 
+    def permute(self, a: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+        return np.transpose(a, order)
+
+    def scaled(self, a: np.ndarray, scale: int) -> np.ndarray:
+        """Integer probabilities → float64 ``v / scale``."""
+        return a.astype(np.float64) / scale
+
     def argmax0(self, a: np.ndarray) -> np.ndarray:
         """Index of the largest channel; ties go to the lowest index."""
         return np.argmax(a, axis=0)

@@ -125,6 +125,13 @@ class TorchBackend:
     def moveaxis0(self, a: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.movedim(a, axis, 0)
 
+    def permute(self, a: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
+        return a.permute(order)
+
+    def scaled(self, a: torch.Tensor, scale: int) -> torch.Tensor:
+        """Integer probabilities → float64 ``v / scale``."""
+        return a.to(torch.float64) / scale
+
     def argmax0(self, a: torch.Tensor) -> torch.Tensor:
         """Index of the largest channel; ties go to the lowest index (documented by torch)."""
         return torch.argmax(a, dim=0)

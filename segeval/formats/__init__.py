@@ -23,7 +23,8 @@ T = TypeVar("T")
 
 # Longest first, so that ".nii.gz" wins over ".gz"-less ".nii".
 SUFFIXES: tuple[str, ...] = (
-    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".npy", ".tiff", ".tif",
+    ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".npy", ".npz", ".tiff",
+    ".tif",
 )
 
 
@@ -48,7 +49,7 @@ MAGIC: tuple[tuple[str, tuple[bytes, ...]], ...] = (
     ("zip", (b"PK\x03\x04",)),
 )
 EXPECTED_FORMAT = {".png": "PNG", ".nii.gz": "gzip", ".nrrd": "NRRD", ".nhdr": "NRRD",
-                   ".npy": "NumPy", ".tif": "TIFF", ".tiff": "TIFF"}
+                   ".npy": "NumPy", ".npz": "zip", ".tif": "TIFF", ".tiff": "TIFF"}
 SNIFF_BYTES = 512
 
 
@@ -125,6 +126,8 @@ def _reader(path: Path) -> Any:
         from segeval.formats import nifti as reader  # type: ignore[no-redef]
     elif suffix == ".npy":
         from segeval.formats import npy as reader  # type: ignore[no-redef]
+    elif suffix == ".npz":
+        from segeval.formats import npz as reader  # type: ignore[no-redef]
     else:
         from segeval.formats import itk as reader  # type: ignore[no-redef]
     return reader

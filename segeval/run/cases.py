@@ -19,7 +19,7 @@ from typing import Any
 
 from segeval import errors
 from segeval.errors import UsageError
-from segeval.formats import case_id, format_suffix
+from segeval.formats import SUFFIXES, case_id, format_suffix
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,20 @@ class Pairing:
     unmatched_predictions: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
     from_files: bool = False
+    # unsupported files and folders of the prediction folder: a case without prediction
+    # whose id names one of them gets a W_UNPAIRED_LOOKALIKE warning
+    skipped_predictions: list[str] = field(default_factory=list)
 
 
 def is_array_like(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
-def pair_inputs(prediction: Any, reference: Any) -> Pairing:
+def pair_inputs(prediction: Any, reference: Any, prediction_suffix: str | None = None
+                ) -> Pairing:
     """Pair two paths, two arrays, two sequences of arrays or two mappings."""
     if isinstance(prediction, (str, Path)) and isinstance(reference, (str, Path)):
-        return pair_paths(Path(prediction), Path(reference))
+        return pair_paths(Path(prediction), Path(reference), prediction_suffix)
     if is_array_like(prediction) and is_array_like(reference):
         return _pair_mappings({"case_000": prediction}, {"case_000": reference})
     if isinstance(prediction, Mapping) and isinstance(reference, Mapping):
@@ -79,7 +83,15 @@ def _pair_mappings(prediction: Mapping[str, Any], reference: Mapping[str, Any]) 
     return Pairing(cases, unmatched_predictions=extra)
 
 
-def pair_paths(prediction: Path, reference: Path) -> Pairing:
+def pair_paths(prediction: Path, reference: Path, prediction_suffix: str | None = None
+               ) -> Pairing:
+    """Pair two files or two folders.  ``prediction_suffix`` (e.g. ``.npz``) reads only the
+    prediction files of that type: nnU-Net writes ``case.nii.gz`` and ``case.npz`` side by
+    side, which would otherwise be two predictions of one case (``E_DUPLICATE_CASE``)."""
+    prediction_suffix = None if prediction_suffix is None else prediction_suffix.lower()
+    if prediction_suffix is not None and prediction_suffix not in SUFFIXES:
+        raise UsageError("E_USAGE", f"--prediction-suffix {prediction_suffix!r} is not one "
+                         f"of {', '.join(SUFFIXES)}")
     for role, path in (("prediction", prediction), ("reference", reference)):
         if not path.exists():
             raise UsageError("E_USAGE", f"{role} path does not exist", path)
@@ -89,8 +101,8 @@ def pair_paths(prediction: Path, reference: Path) -> Pairing:
     if not (prediction.is_dir() and reference.is_dir()):
         raise UsageError("E_USAGE", "prediction and reference must both be files or both be "
                          f"folders (got {prediction} and {reference})")
-    references, ignored_ref = _index_folder(reference)
-    predictions, ignored_pred = _index_folder(prediction)
+    references, ignored_ref, _ = _index_folder(reference)
+    predictions, ignored_pred, folders = _index_folder(prediction, prediction_suffix)
     if not references:
         raise UsageError("E_USAGE", "no mask files in the reference folder", reference,
                          "segeval reads .nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, .png, .npy, "
@@ -109,21 +121,30 @@ def pair_paths(prediction: Path, reference: Path) -> Pairing:
             str(pred_paths[0]) if pred_paths else None, problem, in_folder=True))
     unmatched = sorted(str(p) for key, paths in predictions.items() if key not in references
                        for p in paths)
-    return Pairing(cases, unmatched, sorted(ignored_ref + ignored_pred), from_files=True)
+    return Pairing(cases, unmatched, sorted(ignored_ref + ignored_pred), from_files=True,
+                   skipped_predictions=sorted(ignored_pred + folders))
 
 
-def _index_folder(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
+def _index_folder(folder: Path, only_suffix: str | None = None
+                  ) -> tuple[dict[str, list[Path]], list[str], list[str]]:
+    """Supported files by case id (only those ending in ``only_suffix`` when given), the
+    other files, and sub-folders (not read)."""
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
         raise UsageError("E_USAGE", f"cannot list folder: {exc.strerror}", folder) from None
     index: dict[str, list[Path]] = {}
-    ignored = []
+    ignored, folders = [], []
     for entry in entries:
-        if entry.name.startswith(".") or entry.is_dir():
-            continue  # FIFOs, devices and dangling links go on to pre-flight, which names them
-        if format_suffix(entry.name) is None:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            folders.append(str(entry))
+            continue
+        # FIFOs, devices and dangling links go on to pre-flight, which names them
+        suffix = format_suffix(entry.name)
+        if suffix is None or (only_suffix is not None and suffix != only_suffix):
             ignored.append(str(entry))
             continue
         index.setdefault(case_id(entry.name), []).append(entry)
-    return index, ignored
+    return index, ignored, folders

@@ -206,7 +206,9 @@ def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> Loade
         if not from_files:
             loaded.reference, loaded.prediction = source.reference, source.prediction
             return
-        reference = _open(source.reference, source.in_folder, config, channels=False)
+        # with --channel-axis a reference may hold channels too (one-hot or multi-label)
+        reference = _open(source.reference, source.in_folder, config,
+                          channels=config.channel_axis is not None)
         result.shape, result.spacing = reference.shape, reference.spacing
         if source.prediction is not None:
             prediction_path = Path(source.prediction)
