@@ -21,6 +21,9 @@ OTHER_VALUES = {
     "logits": "sigmoid", "channel_axis": 0, "multilabel": True, "headline_metric": "iou",
     "headline": "micro", "std_ddof": 1, "geometry": "shape", "geometry_tol": 0.1,
     "max_voxels": 1000, "invalid": "empty", "sweep": (0.2, 0.4),
+    "binary": True, "map_reference": ((255, 1),), "map_prediction": ((4, 3),),
+    "probability_scale": 255, "prediction_axes": "1,0", "prediction_suffix": ".npz",
+    "unexpected_labels": "error",
 }
 
 

@@ -166,7 +166,7 @@ def corpus_runs(corpus) -> dict[str, tuple[subprocess.CompletedProcess, dict]]:
                         ("continue", ("--on-error", "continue", "--workers", "1"))):
         target = corpus.root / f"{name}.json"
         result = segeval_process("evaluate", corpus.pred, corpus.gt, "--labels", "1,2",
-                                 "--json", target, *extra)
+                                 "--unexpected-labels", "error", "--json", target, *extra)
         report = json.loads(target.read_text()) if target.exists() else {}
         runs[name] = (result, report)
     return runs
@@ -303,7 +303,8 @@ def test_unexpected_label_names_the_file_that_holds_it(tmp_path, holder):
     arrays[holder][0, 0, 5] = 7
     for folder in (pred, gt):
         (folder / "a.nii.gz").write_bytes(nifti_bytes(arrays[folder.name]))
-    result = invoke("dice", pred, gt, "--labels", "1,2", "--json", "-", "-q")
+    result = invoke("dice", pred, gt, "--labels", "1,2", "--unexpected-labels", "error",
+                    "--json", "-", "-q")
     assert result.exit_code == 3
     (case,) = json.loads(result.stdout)["cases"]
     assert case["error_code"] == errors.E_UNEXPECTED_LABEL

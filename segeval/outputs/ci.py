@@ -86,6 +86,12 @@ def to_markdown(report: Mapping[str, Any], bar_results: Sequence[BarResult] = ()
         for case in invalid:
             lines.append(md_row(md_cell(case["id"]), f"`{case['error_code']}`",
                                  md_cell(case["message"] or "")))
+    warnings = report.get("warnings") or []
+    if warnings:
+        lines += ["", f"**⚠️ {len(warnings)} warning(s)**", "", "| warning | message |",
+                  "|---|---|"]
+        for warning in warnings:
+            lines.append(md_row(f"`{warning['code']}`", md_cell(warning["message"])))
     return "\n".join(lines) + "\n"
 
 
@@ -104,13 +110,18 @@ def to_junit(report: Mapping[str, Any], bar_results: Sequence[BarResult] = ()) -
 
 def github_annotations(report: Mapping[str, Any],
                        bar_results: Sequence[BarResult] = ()) -> list[str]:
-    """GitHub Actions workflow commands: ``::error title=…::…`` per missed bar and
-    ``::error file=PATH,title=CODE::…`` per invalid case (escaped per GitHub's rules)."""
+    """GitHub Actions workflow commands: ``::error title=…::…`` per missed bar,
+    ``::error file=PATH,title=CODE::…`` per invalid case and ``::warning title=W_…::…`` per
+    run warning (escaped per GitHub's rules)."""
     lines = [annotation(f"segeval: bar {result.bar} not met", result.verdict)
              for result in bar_results if not result.passed]
     for case in invalid_cases(report):
         lines.append(annotation(case["error_code"], f"{case['id']}: {case['message'] or ''}",
                                 file=_case_file(case)))
+    for warning in report.get("warnings") or []:
+        files = warning.get("files") or []
+        lines.append(annotation(warning["code"], warning["message"],
+                                file=files[0] if files else None, level="warning"))
     return lines
 
 

@@ -120,7 +120,9 @@ def render_html(report: Mapping[str, Any] | None, *, overlays: Overlays | None =
 
 def report_sections(report: Mapping[str, Any], overlays: Overlays) -> list[tuple[str, str, str]]:
     metric = report["headline"]["metric"]
-    sections = [
+    sections = [("warnings", "Warnings", warnings_section(report))] \
+        if report.get("warnings") else []
+    sections += [
         ("summary", "Summary", summary_section(report)),
         ("per-class", "Per class", per_class_section(report)),
         ("distributions", f"Distributions of per-case {metric}",
@@ -230,6 +232,13 @@ def sweep_section(report: Mapping[str, Any]) -> str:
             + _figure(sweep_svg(sweep, metric, names), "sweep curves")
             + "\n<h3>Best threshold</h3>\n"
             + _table(["", "best threshold", f"{metric} at best"], rows, numeric_from=1))
+
+
+def warnings_section(report: Mapping[str, Any]) -> str:
+    """The run's warnings (segeval.core.warnings), first on the page: each one says why a
+    score may be wrong and which option fixes it."""
+    rows = [[_code(w["code"]), _e(w["message"])] for w in report.get("warnings") or []]
+    return _table(["warning", "message"], rows)
 
 
 def invalid_section(report: Mapping[str, Any]) -> str:

@@ -39,6 +39,11 @@ def render(report: Report, console: Console, metrics: tuple[str, ...], per_class
     console.print(
         f"[bold]{headline['metric']} ({headline['reduction']}) = {fmt(headline['value'])}[/]"
         f"  — {SUMMARY_NOTES[headline['reduction']]}")
+    warnings = data.get("warnings") or []
+    if warnings:
+        codes = ", ".join(sorted({w["code"] for w in warnings}))
+        console.print(f"[yellow]⚠ {len(warnings)} warning(s): {codes}[/] (messages on stderr "
+                      "and in the report's warnings)", markup=True, highlight=False)
 
 
 def _title(data: dict[str, Any]) -> str:

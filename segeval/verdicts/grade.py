@@ -94,6 +94,8 @@ class Leaderboard:
                 "status": team.status,
                 "reason": team.reason,
                 "source": team.source,
+                # the same run warnings as `segeval evaluate` (core/warnings.py), per team
+                "warnings": [] if report is None else report["warnings"],
             })
         return rows
 
