@@ -85,6 +85,13 @@ def make_command(headline_metric: str | None) -> Any:
         on_error: o.OnError = "fail",
         workers: o.Workers = None,
         scheduler: o.Scheduler = None,
+        binary: o.Binary = False,
+        map_labels: o.MapLabels = None,
+        unexpected_labels: o.UnexpectedLabels = "warn",
+        probability_scale: o.ProbabilityScale = None,
+        prediction_axes: o.PredictionAxes = None,
+        prediction_suffix: o.PredictionSuffix = None,
+        strict: o.Strict = False,
         quiet: o.Quiet = False,
         debug: o.Debug = False,
     ) -> None:
@@ -107,7 +114,10 @@ def make_command(headline_metric: str | None) -> Any:
 
                 require_matplotlib()
             options: dict[str, Any] = {
-                **o.class_options(labels, label_names, region),
+                **o.class_options(labels, label_names, region, binary, map_labels,
+                                  unexpected_labels),
+                "probability_scale": probability_scale, "prediction_axes": prediction_axes,
+                "prediction_suffix": prediction_suffix,
                 "include_background": include_background, "ignore_index": ignore_index,
                 "threshold": main_threshold, "sweep": sweep, "beta": beta, "smooth": smooth,
                 "empty": empty, "missing": missing, "soft": soft, "logits": logits,
@@ -127,10 +137,10 @@ def make_command(headline_metric: str | None) -> Any:
         if code != ExitCode.OK:
             raise typer.Exit(int(code))
         run_options = {"device": device, "workers": workers, "case_timeout": case_timeout,
-                       "scheduler": scheduler}
+                       "scheduler": scheduler, "regions_from": o.regions_from(label_names)}
         code = run(prediction, reference, settings["options"], run_options,
-                   on_error=on_error, outputs=settings["outputs"], per_class=per_class,
-                   per_case=per_case, bars=settings["bars"],
+                   on_error=on_error, strict=strict, outputs=settings["outputs"],
+                   per_class=per_class, per_case=per_case, bars=settings["bars"],
                    ci={"markdown_path": markdown_path, "junit_path": junit_path,
                        "github": github},
                    pictures={"html_path": html_path, "overlays_dir": overlays_dir,
@@ -156,7 +166,8 @@ class Outputs:
 
 
 def run(prediction: Path, reference: Path, options: dict[str, Any],
-        run_options: dict[str, Any], *, on_error: str = "fail", outputs: Outputs,
+        run_options: dict[str, Any], *, on_error: str = "fail", strict: bool = False,
+        outputs: Outputs,
         per_class: bool, per_case: bool, bars: list[Any], ci: dict[str, Any],
         pictures: dict[str, Any] | None = None, quiet: bool, debug: bool,
         all_metrics: bool) -> ExitCode:
@@ -210,7 +221,7 @@ def run(prediction: Path, reference: Path, options: dict[str, Any],
                   + ("; the report holds the finished ones"
                      if outputs.json or outputs.csv else ""), markup=False)
         return ExitCode.INTERRUPTED
-    return exit_code(report, bar_results, err, on_error)
+    return exit_code(report, bar_results, err, on_error, strict)
 
 
 def write_report_files(report: Any, data: dict[str, Any], outputs: Outputs) -> None:
@@ -235,18 +246,21 @@ def write_report_files(report: Any, data: dict[str, Any], outputs: Outputs) -> N
 
 
 def print_messages(report: Any, err: Any, quiet: bool) -> None:
-    """One line per case error or warning, and the predictions nobody asked about."""
+    """One line per case error or warning, then the run's warnings."""
     for case in report.cases:
         if case.message and (case.error_code or not quiet):
             err.print(f"segeval: {case.id}: {case.error_code or case.status}: {case.message}",
                       markup=False)
         for warning in case.warnings:
             err.print(f"segeval: {case.id}: warning: {warning}", markup=False)
-    unmatched = report.unmatched_predictions
-    if unmatched and not quiet:
-        err.print(f"segeval: warning: {len(unmatched)} prediction(s) without a reference, "
-                  f"ignored: {', '.join(unmatched[:5])}" + (" ..." if len(unmatched) > 5
-                                                           else ""), markup=False)
+    print_warnings(report.warnings, err)
+
+
+def print_warnings(warnings: list[Any], err: Any, prefix: str = "") -> None:
+    """Each run warning once (not per case), even with --quiet: ``segeval: warning: W_CODE:
+    message`` (the unmatched predictions are one of them, W_UNMATCHED_PREDICTIONS)."""
+    for warning in warnings:
+        err.print(f"segeval: {prefix}warning: {warning.code}: {warning.message}", markup=False)
 
 
 def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str, Any],
@@ -268,13 +282,19 @@ def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str
 
 
 def exit_code(report: Any, bar_results: list[Any], err: Any,
-              on_error: str = "fail") -> ExitCode:
-    """Internal errors beat invalid input, which beats a missed bar."""
+              on_error: str = "fail", strict: bool = False) -> ExitCode:
+    """Internal errors beat invalid input (with --strict, a run warning counts as invalid
+    input: exit 3), which beats a missed bar."""
     if report.internal_errors:
         return ExitCode.INTERNAL
     if report.invalid_cases and on_error == "fail":
         err.print(f"segeval: {len(report.invalid_cases)} case(s) had invalid input "
                   "(exit 3); see the messages above and the report's cases", markup=False)
+        return ExitCode.INVALID_INPUT
+    if strict and report.warnings:
+        codes = ", ".join(sorted({w.code for w in report.warnings}))
+        err.print(f"segeval: --strict: {len(report.warnings)} warning(s) ({codes}): exit 3",
+                  markup=False)
         return ExitCode.INVALID_INPUT
     missed = [result for result in bar_results if not result.passed]
     for result in missed:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from segeval.commands import options as o
+from segeval.commands.evaluate import print_warnings
 from segeval.commands.exits import EXIT_CODES_HELP, guarded, stderr
 from segeval.errors import ExitCode
 
@@ -54,9 +55,11 @@ def grade_command(
     case_timeout: o.CaseTimeout = None,
     workers: o.Workers = None,
     scheduler: o.Scheduler = None,
+    binary: o.Binary = False,
+    map_labels: o.MapLabels = None,
     strict: Annotated[bool, typer.Option(
-        "--strict", help="Exit 3 when any submission or case was invalid.",
-        rich_help_panel=o.CI)] = False,
+        "--strict", help="Exit 3 when any submission or case was invalid, or any team's run "
+        "had a warning (W_...).", rich_help_panel=o.CI)] = False,
     html_path: o.HtmlPath = None,
     quiet: o.Quiet = False,
     debug: o.Debug = False,
@@ -69,7 +72,8 @@ def grade_command(
 
         main_threshold, sweep = o.parse_threshold(threshold)
         options = {
-            **o.class_options(labels, label_names, region), "ignore_index": ignore_index,
+            **o.class_options(labels, label_names, region, binary, map_labels),
+            "ignore_index": ignore_index,
             "threshold": main_threshold, "sweep": sweep, "beta": beta, "missing": missing,
             "invalid": invalid, "geometry": geometry, "max_voxels": max_voxels,
         }
@@ -100,6 +104,8 @@ def grade_command(
     for team in board.teams:
         if team.status != "ok":
             err.print(f"segeval: {team.team}: invalid submission: {team.reason}", markup=False)
-    any_invalid = any(t.status != "ok" or (t.report is not None and t.report.invalid_cases)
-                      for t in board.teams)
+        if team.report is not None:  # the same run warnings as evaluate, once per team
+            print_warnings(team.report.warnings, err, prefix=f"{team.team}: ")
+    any_invalid = any(t.status != "ok" or (t.report is not None and (
+        t.report.invalid_cases or t.report.warnings)) for t in board.teams)
     raise typer.Exit(int(ExitCode.INVALID_INPUT if strict and any_invalid else ExitCode.OK))

@@ -26,6 +26,7 @@ from segeval.config import (
     LOGITS,
     METRICS,
     MISSING_RULES,
+    UNEXPECTED_RULES,
 )
 from segeval.errors import UsageError
 
@@ -57,7 +58,24 @@ Region = Annotated[list[str] | None, typer.Option(
     help="NAME=1,2,3: evaluate the union of labels as one class (repeatable).",
     rich_help_panel=CLASSES)]
 
+Binary = Annotated[bool, typer.Option(
+    "--binary", help="Every non-zero label is foreground, on both sides (0/1 vs 0/255 masks).",
+    rich_help_panel=CLASSES)]
+MapLabels = Annotated[list[str] | None, typer.Option(
+    "--map", help="FROM=TO: relabel before scoring, e.g. 255=1 (both sides), reference:4=3 or "
+    "prediction:2=0 (repeatable).", rich_help_panel=CLASSES)]
+UnexpectedLabels = Annotated[str, typer.Option(
+    help=f"{choice(UNEXPECTED_RULES)}: labels outside --labels/--region count as negatives "
+    "with a warning (as scikit-learn's labels=), or make the case invalid.",
+    rich_help_panel=CLASSES)]
+
 # --- probabilities -------------------------------------------------------------------------
+ProbabilityScale = Annotated[int | None, typer.Option(
+    help="Integer predictions are probabilities v/SCALE (255 for 8-bit, 65535 for 16-bit), "
+    "thresholded exactly.", rich_help_panel=PROBABILITIES)]
+PredictionAxes = Annotated[str | None, typer.Option(
+    help="The prediction's axes in the reference's terms: c (channels), 0,1,2 or _ (drop a "
+    "size-1 axis); nnU-Net v2 .npz against NIfTI: c,2,1,0.", rich_help_panel=PROBABILITIES)]
 Threshold = Annotated[str, typer.Option(
     help="Probability maps: foreground where p > threshold. A list (0.3,0.5,0.7) or range "
     "(0.1:0.9:0.05) adds a sweep: every reduction at every threshold, in one pass; the main "
@@ -88,6 +106,9 @@ HeadlineOpt = Annotated[str, typer.Option(
     rich_help_panel=SCORES)]
 
 # --- inputs --------------------------------------------------------------------------------
+PredictionSuffix = Annotated[str | None, typer.Option(
+    help="Read only prediction files of this type, e.g. .npz (nnU-Net writes .nii.gz and .npz "
+    "side by side).", rich_help_panel=INPUTS)]
 Missing = Annotated[str, typer.Option(
     help=f"{choice(MISSING_RULES)}: a reference without prediction.", rich_help_panel=INPUTS)]
 Invalid = Annotated[str, typer.Option(
@@ -147,6 +168,8 @@ JunitPath = Annotated[str | None, typer.Option(
 Github = Annotated[bool, typer.Option(
     "--github", help="Emit ::error annotations for missed bars and invalid cases; append the "
     "Markdown to $GITHUB_STEP_SUMMARY when it is set.", rich_help_panel=CI)]
+Strict = Annotated[bool, typer.Option(
+    "--strict", help="Any run warning (W_...) is a failure: exit 3.", rich_help_panel=CI)]
 OnError = Annotated[str, typer.Option(
     help="fail|continue: with invalid cases, exit 3 (fail) or 0 (continue); the report holds "
     "every case either way.", rich_help_panel=CI)]
@@ -265,9 +288,36 @@ def parse_exports(items: list[str]) -> list[tuple[str, str]]:
     return exports
 
 
-def class_options(labels: str | None, label_names: str | None,
-                  region: list[str] | None) -> dict[str, object]:
+def parse_maps(items: list[str]) -> tuple[dict[int, int], dict[int, int]]:
+    """Repeated ``--map`` → (reference pairs, prediction pairs); ``255=1`` goes to both."""
+    from segeval.core.relabel import parse_mapping
+
+    sides: dict[str, dict[int, int]] = {"reference": {}, "prediction": {}}
+    for item in items:
+        try:
+            side, (source, target) = parse_mapping(item)
+        except ValueError as exc:
+            raise UsageError("E_USAGE", f"--map {exc}") from None
+        for name in (("reference", "prediction") if side == "both" else (side,)):
+            if source in sides[name]:
+                raise UsageError("E_USAGE", f"--map: label {source} is mapped twice")
+            sides[name][source] = target
+    return sides["reference"], sides["prediction"]
+
+
+def class_options(labels: str | None, label_names: str | None, region: list[str] | None,
+                  binary: bool = False, map_labels: list[str] | None = None,
+                  unexpected_labels: str = "warn") -> dict[str, object]:
     """The class-defining options of evaluate and grade, parsed the same way for both."""
     names, file_regions = parse_label_names(label_names)
+    map_reference, map_prediction = parse_maps(map_labels or [])
     return {"labels": parse_labels(labels), "label_names": names,
-            "regions": {**file_regions, **parse_regions(region or [])}}
+            "regions": {**file_regions, **parse_regions(region or [])},
+            "binary": binary, "map_reference": map_reference,
+            "map_prediction": map_prediction, "unexpected_labels": unexpected_labels}
+
+
+def regions_from(label_names: str | None) -> str:
+    """How the regions were given, as run warnings name it."""
+    return "dataset.json" if label_names is not None and Path(label_names).is_file() \
+        else "--region"
