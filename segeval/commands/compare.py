@@ -95,10 +95,12 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
     holder: dict[str, Any] = {}
 
     def body() -> ExitCode:
-        from segeval.verdicts.compare import compare_reports, load_report
+        from segeval.verdicts.compare import compare_reports, display_differences, load_report
 
-        holder["comparison"] = compare_reports(load_report(baseline), load_report(current),
-                                               **options)
+        old, new = load_report(baseline), load_report(current)
+        holder["comparison"] = compare_reports(old, new, **options)
+        for note in display_differences(old, new):  # e.g. a class rename: comparable
+            err.print(f"segeval compare: {note}", markup=False)
         _write_outputs(holder["comparison"], outputs, github,
                        sys.stderr if stdout_taken else sys.stdout)
         return ExitCode.OK

@@ -384,6 +384,19 @@ def check_comparable(baseline: Mapping[str, Any], current: Mapping[str, Any]) ->
                             hint="evaluate both runs with the same classes and options")
 
 
+def display_differences(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Notes for differences that change no number (a class renamed through
+    ``label_names``, another headline choice): comparable, but worth saying."""
+    old_names = {c["key"]: c["name"] for c in baseline.get("classes", [])}
+    notes = []
+    for spec in current.get("classes", []):
+        key, name = spec["key"], spec["name"]
+        if key in old_names and old_names[key] != name:
+            notes.append(f"note: class {key} is named {old_names[key]!r} in the baseline and "
+                         f"{name!r} now (label_names differ; the numbers are comparable)")
+    return notes
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read a segeval JSON report; :class:`UsageError` when it cannot be read or is not one."""
     try:
