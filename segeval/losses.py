@@ -183,6 +183,9 @@ def _prepare(prediction: Tensor, reference: Tensor, *, from_logits: bool, multil
     independent = multilabel or c == 1
     x = prediction.to(dtype).reshape(n, c, -1)
     valid = None
+    if (reference.ndim == prediction.ndim and c > 1 and reference.shape[1] == 1
+            and not reference.is_floating_point() and not multilabel):
+        reference = reference[:, 0]  # MONAI's (N, 1, *spatial) integer label map
     if reference.ndim == prediction.ndim - 1:
         if tuple(reference.shape) != (n, *prediction.shape[2:]):
             raise _shape_error(prediction, reference)

@@ -367,3 +367,20 @@ def test_warnings_block_validates_against_the_schema():
     data["warnings"][0]["code"] = "W_MADE_UP"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, report_schema())
+
+
+def test_losses_accept_monai_style_n1_integer_targets():
+    torch = pytest.importorskip("torch")
+    from segeval.losses import dice_loss
+
+    logits = torch.randn(2, 3, 4, 5)
+    labels = torch.randint(0, 3, (2, 4, 5))
+    expected = dice_loss(logits, labels, from_logits=True)
+    assert torch.equal(dice_loss(logits, labels[:, None], from_logits=True), expected)
+    # the same labels given as one-hot channels go through the channel path: same loss
+    one_hot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2)
+    assert float(dice_loss(logits, one_hot, from_logits=True)) == pytest.approx(
+        float(expected), rel=1e-6)
+    # a (N, 1, *spatial) float target with C > 1 is not a label map: refused, not guessed
+    with pytest.raises(segeval.UsageError):
+        dice_loss(logits, labels[:, None].float(), from_logits=True)
