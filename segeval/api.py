@@ -16,7 +16,7 @@ import numpy as np
 from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import ClassSpec, Confusion, CountTable
-from segeval.core.reduce import reduce_counts
+from segeval.core.reduce import reduce_counts, reduce_values
 from segeval.core.relabel import label_mapping, relabel_confusion
 from segeval.core.sweep import sweep_block
 from segeval.core.warnings import Declared, PairingFacts, label_facts, run_warnings
@@ -109,8 +109,12 @@ def evaluate(
            "seconds": round(time.perf_counter() - started, 3),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     sweep = sweep_block([r.counts for r in results], classes, config)
+    distances = None
+    if config.boundary_metrics:
+        distances = reduce_values(distance_table(results, classes, config), config.std_ddof)
     return Report(config, classes, results, table, reduce_counts(table, config), run,
-                  pairing.unmatched_predictions, pairing.ignored_files, sweep, warnings)
+                  pairing.unmatched_predictions, pairing.ignored_files, sweep, warnings,
+                  distances)
 
 
 def relabel_results(results: list[CaseResult], config: EvalConfig) -> None:
@@ -133,6 +137,22 @@ def pairing_facts(pairing: Pairing) -> PairingFacts:
     return PairingFacts(tuple(s.id for s in pairing.cases if s.prediction is None),
                         tuple(pairing.skipped_predictions),
                         tuple(pairing.unmatched_predictions))
+
+
+def distance_table(results: list[CaseResult], classes: list[ClassSpec],
+                   config: EvalConfig) -> dict[str, np.ndarray]:
+    """``{metric: [case, class]}`` boundary values; NaN for a case not scored and for a class
+    absent from both of a case's masks (undefined, like Dice under ``--empty nan``)."""
+    keys = {spec.key: k for k, spec in enumerate(classes)}
+    table = {m: np.full((len(results), len(classes)), np.nan) for m in config.boundary_metrics}
+    for i, result in enumerate(results):
+        if result.counts is None or result.distances is None:
+            continue
+        for key, values in result.distances.items():
+            if key in keys:
+                for metric, value in values.items():
+                    table[metric][i, keys[key]] = value
+    return table
 
 
 def resolve_device(device: str, pairing: Pairing) -> str:

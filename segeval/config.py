@@ -8,6 +8,7 @@ that need each field.  Words used here are the words of the CLI flags and JSON k
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -23,6 +24,8 @@ InvalidRule = Literal["exclude", "empty"]
 MetricName = Literal["dice", "iou", "fbeta", "precision", "recall", "specificity"]
 Effect = Literal["counts", "scores", "display"]
 UnexpectedRule = Literal["warn", "error"]
+Surface = Literal["voxel", "surfel"]
+PercentileMode = Literal["directed", "pooled"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
 HEADLINES: tuple[str, ...] = get_args(Headline)
@@ -33,6 +36,32 @@ GEOMETRY_RULES: tuple[str, ...] = get_args(GeometryRule)
 INVALID_RULES: tuple[str, ...] = get_args(InvalidRule)
 UNEXPECTED_RULES: tuple[str, ...] = get_args(UnexpectedRule)
 MAPPED = ("map_reference", "map_prediction")  # label mappings: (from, to) pairs
+SURFACES: tuple[str, ...] = get_args(Surface)
+PERCENTILE_MODES: tuple[str, ...] = get_args(PercentileMode)
+# boundary (surface-distance) metrics: values per case x class, lower is better except nsd
+BOUNDARY_METRICS: tuple[str, ...] = ("hd", "hd95", "assd", "masd", "nsd")
+EMPTY_DISTANCES: tuple[str, ...] = ("diagonal", "nan", "inf")
+_HD_PERCENTILE = re.compile(r"^hd(\d+(?:\.\d+)?)$")
+
+
+def hd_percentile(name: str) -> float | None:
+    """The percentile a metric name asks for: ``hd95`` -> 95.0, ``hd99.5`` -> 99.5; None if
+    not an ``hdNN`` name with 0 < NN < 100.  ``hd`` itself is the maximum."""
+    match = _HD_PERCENTILE.match(name)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    return value if 0 < value < 100 else None
+
+
+def is_boundary_metric(name: str) -> bool:
+    """True for ``hd``, ``hdNN`` (0 < NN < 100), ``assd``, ``masd`` and ``nsd``."""
+    return name in ("hd", "assd", "masd", "nsd") or hd_percentile(name) is not None
+
+
+def lower_is_better(name: str) -> bool:
+    """Distances improve downwards; every overlap metric and nsd improve upwards."""
+    return is_boundary_metric(name) and name != "nsd"
 
 
 # --- what each option changes ------------------------------------------------------------
@@ -94,6 +123,16 @@ class EvalConfig:
     geometry: ``strict`` (shape, spacing, orientation and origin must agree within
         ``geometry_tol``), ``shape`` (voxel grids only) or ``off``; see segeval.formats.geometry.
     max_voxels: a file announcing more voxels than this is refused before it is read.
+    boundary_metrics: boundary metrics computed per case x class beside the counts (``hd``,
+        ``hdNN`` such as ``hd95``, ``assd``, ``masd``, ``nsd``; see segeval.core.boundary).
+    nsd_tolerance / nsd_tolerances: NSD's tolerance τ in mm, globally and per class key.
+    hd_percentile_mode: ``directed`` (max of the two directed percentiles) or ``pooled``
+        (the percentile of both directed sets together, as MedPy computes HD95).
+    surface: boundary elements: ``voxel`` (boundary voxels) or ``surfel`` (DeepMind's
+        surface elements weighted by area).
+    empty_distance: distance metrics when exactly one mask is empty: ``diagonal`` (the image
+        diagonal in mm), ``nan``, ``inf`` or a number of mm.
+    spacing: voxel size in mm for array inputs (files use their reference header).
     sweep: thresholds at which probability maps are also evaluated (one pass per case); the
         main results stay at ``threshold``.
     binary: every non-zero label is foreground (label 1) on both sides.
@@ -144,6 +183,15 @@ class EvalConfig:
     prediction_axes: str | None = counts(None)
     prediction_suffix: str | None = counts(None)
     unexpected_labels: UnexpectedRule = scores("warn")
+    # boundary metrics are per-case values computed from the voxels, like counts: tagged
+    # ``counts`` so that they key the per-case cache and compare's comparability
+    boundary_metrics: tuple[str, ...] = counts(())
+    nsd_tolerance: float = counts(1.0)
+    nsd_tolerances: tuple[tuple[str, float], ...] = counts(())
+    hd_percentile_mode: PercentileMode = counts("directed")
+    surface: Surface = counts("voxel")
+    empty_distance: str | float = counts("diagonal")
+    spacing: tuple[float, ...] | None = counts(None)
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:
@@ -186,6 +234,7 @@ class EvalConfig:
             sweep = normalised["sweep"]
             assert isinstance(sweep, (list, tuple))
             normalised["sweep"] = tuple(sorted({float(t) for t in sweep}))
+        _normalise_boundary_options(normalised)
         config = cls(**normalised)  # type: ignore[arg-type]
         config.validate()
         return config
@@ -281,6 +330,34 @@ class EvalConfig:
             if "c" in names and self.channel_axis != 0:
                 raise bad("prediction_axes", "naming c puts the channels first: "
                           f"--channel-axis must be 0, not {self.channel_axis}")
+        self._validate_boundary(bad)
+
+    def _validate_boundary(self, bad: Any) -> None:
+        for name, allowed in (("surface", SURFACES), ("hd_percentile_mode", PERCENTILE_MODES)):
+            if getattr(self, name) not in allowed:
+                raise bad(name, f"{getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in self.boundary_metrics:
+            if not is_boundary_metric(name):
+                raise bad("metrics", f"{name!r} is not a metric",
+                          f"overlap: {', '.join(METRICS)}; boundary: hd, hd95 (any hdNN), "
+                          "assd, masd, nsd; or all")
+        tolerances = [self.nsd_tolerance, *(t for _, t in self.nsd_tolerances)]
+        if not all(math.isfinite(t) and t >= 0 for t in tolerances):
+            raise bad("nsd_tolerance", "tolerances must be finite numbers of mm, >= 0")
+        if self.empty_distance not in EMPTY_DISTANCES and not (
+                isinstance(self.empty_distance, float) and self.empty_distance >= 0):
+            raise bad("empty_distance", f"{self.empty_distance!r} is not diagonal, nan, inf "
+                      "or a number of mm >= 0")
+        if self.spacing is not None and not all(math.isfinite(s) and s > 0
+                                                for s in self.spacing):
+            raise bad("spacing", "every voxel size must be a positive number of mm")
+        if self.boundary_metrics and (self.soft or self.channel_axis is not None):
+            raise bad("metrics", "boundary metrics need label maps or thresholded "
+                      "probabilities; not available with --soft or --channel-axis")
+
+    def tolerance_for(self, key: str) -> float:
+        """NSD's τ (mm) for the class ``key``: its own, else the global one."""
+        return dict(self.nsd_tolerances).get(key, self.nsd_tolerance)
 
     @property
     def names(self) -> dict[int, str]:
@@ -295,6 +372,9 @@ class EvalConfig:
         data["sweep"] = list(self.sweep)
         for name in MAPPED:
             data[name] = {str(a): b for a, b in getattr(self, name)}
+        data["boundary_metrics"] = list(self.boundary_metrics)
+        data["nsd_tolerances"] = {key: t for key, t in self.nsd_tolerances}
+        data["spacing"] = None if self.spacing is None else list(self.spacing)
         return data
 
     @classmethod
@@ -309,3 +389,23 @@ class EvalConfig:
         for name in MAPPED:
             options[name] = dict(options.get(name) or {})  # type: ignore[call-overload]
         return cls.create(**options)
+
+
+def _normalise_boundary_options(options: dict[str, Any]) -> None:
+    """Lists to tuples, per-class tolerances to sorted pairs, numeric empty distances to
+    float (``"7.5"`` from the CLI or a report)."""
+    if options.get("boundary_metrics") is not None:
+        options["boundary_metrics"] = tuple(dict.fromkeys(options["boundary_metrics"]))
+    tolerances = options.get("nsd_tolerances")
+    if isinstance(tolerances, Mapping):
+        options["nsd_tolerances"] = tuple(sorted((str(k), float(v))
+                                                 for k, v in tolerances.items()))
+    if options.get("spacing") is not None:
+        options["spacing"] = tuple(float(s) for s in options["spacing"])
+    empty = options.get("empty_distance")
+    if isinstance(empty, (int, float)) or (isinstance(empty, str)
+                                           and empty not in EMPTY_DISTANCES):
+        try:
+            options["empty_distance"] = float(empty)
+        except ValueError:
+            pass  # validate() names it

@@ -350,3 +350,64 @@ def test_surfel_agrees_with_deepmind(seed, shape, spacing):
         np.mean(deepmind.compute_average_surface_distance(theirs)), rel=1e-12)
     assert got["nsd"] == pytest.approx(
         deepmind.compute_surface_dice_at_tolerance(theirs, 1.5), rel=1e-12)
+
+
+# ---------------------------------------------------------------- integration
+
+def test_api_reports_boundary_metrics_beside_counts():
+    from segeval.api import evaluate
+
+    reference = np.zeros((30, 30), np.uint8)
+    reference[5:17, 5:17] = 1
+    reference[20:25, 20:25] = 2
+    prediction = np.roll(reference, 2, axis=1)
+    prediction[prediction == 2] = 0  # class 2 missed
+    report = evaluate(prediction, reference, boundary_metrics=list(ALL), spacing=(1.0, 0.5),
+                      nsd_tolerance=1.0)
+    data = report.to_dict()
+    one, two = data["cases"][0]["metrics"]["1"], data["cases"][0]["metrics"]["2"]
+    assert one["hd"] == 1.0 and one["tp"] == 120  # 2 columns x 0.5 mm, beside the counts
+    assert two["hd"] == pytest.approx(math.hypot(30 * 1.0, 30 * 0.5)) and two["nsd"] == 0.0
+    assert data["units"]["hd95"] == "mm"
+    assert data["per_class"]["1"]["pooled"]["hd95"] is None  # distances never pool
+    assert data["summary"]["micro"]["assd"] is None and data["summary"]["macro"]["nsd"] is None
+    assert data["summary"]["macro_imagewise"]["hd"] == pytest.approx((1.0 + two["hd"]) / 2)
+    assert data["per_class"]["1"]["median"]["hd"] == 1.0
+    assert data["config"]["boundary_metrics"] == list(ALL)
+
+
+def test_boundary_options_key_the_cache_and_comparability():
+    from segeval.config import fields_that_change
+
+    tagged = set(fields_that_change("counts"))
+    assert {"boundary_metrics", "nsd_tolerance", "nsd_tolerances", "hd_percentile_mode",
+            "surface", "empty_distance", "spacing"} <= tagged
+
+
+def test_cli_metrics_and_distance_bar(tmp_path):
+    import json
+
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from segeval.commands.app import app
+
+    reference = np.zeros((20, 20, 6), np.uint8)
+    reference[4:12, 4:12, 1:5] = 1
+    prediction = np.roll(reference, 3, axis=0)
+    for folder, array in (("gt", reference), ("pred", prediction)):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(array, np.diag([2.0, 1.0, 1.0, 1.0])),
+                 tmp_path / folder / "a.nii.gz")
+    out = tmp_path / "r.json"
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--metrics",
+            "dice,hd,hd95,assd,nsd", "--nsd-tolerance", "1.5", "--json", str(out), "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--fail-under", "hd<=6"])
+    assert result.exit_code == 0, result.output
+    values = json.loads(out.read_text())["cases"][0]["metrics"]["1"]
+    assert values["hd"] == 6.0  # 3 rows of 2 mm, from the reference header
+    assert set(values) >= {"dice", "hd", "hd95", "assd", "nsd"}
+    failed = CliRunner().invoke(app, [*args, "--fail-under", "hd<=5.9"])
+    assert failed.exit_code == 1
+    bad = CliRunner().invoke(app, [*args, "--metrics", "hd97x"])
+    assert bad.exit_code == 2 and "hd97x" in bad.output

@@ -66,6 +66,11 @@ def make_command(headline_metric: str | None) -> Any:
         channel_axis: o.ChannelAxis = None,
         multilabel: o.Multilabel = False,
         metric: o.Metric = "dice",
+        metrics: o.Metrics = None,
+        nsd_tolerance: o.NsdTolerance = "1.0",
+        surface: o.SurfaceOpt = "voxel",
+        hd_percentile_mode: o.HdMode = "directed",
+        empty_distance: o.EmptyDistance = "diagonal",
         headline: o.HeadlineOpt = "macro",
         fail_under: o.FailUnder = None,
         html_path: o.HtmlPath = None,
@@ -126,6 +131,13 @@ def make_command(headline_metric: str | None) -> Any:
                 "geometry": geometry, "geometry_tol": geometry_tol, "max_voxels": max_voxels,
                 "invalid": invalid,
             }
+            tolerance, tolerances = o.parse_tolerance(nsd_tolerance)
+            boundary = o.parse_metrics(metrics)
+            if boundary:
+                options.update(boundary_metrics=boundary, nsd_tolerance=tolerance,
+                               nsd_tolerances=tolerances, surface=surface,
+                               hd_percentile_mode=hd_percentile_mode,
+                               empty_distance=empty_distance)
             bars = parse_bars(fail_under or [])
             check_bar_classes(bars, EvalConfig.create(**options))
             outputs = Outputs(json=json_paths or [], csv=csv_paths or [],

@@ -100,7 +100,25 @@ Empty = Annotated[str, typer.Option(
     help=f"{choice(EMPTY_RULES)}: value when a metric's denominator is 0 (class absent from "
     "reference and prediction).", rich_help_panel=SCORES)]
 Metric = Annotated[str, typer.Option(
-    help=f"{choice(METRICS)}: the headline metric (evaluate only).", rich_help_panel=SCORES)]
+    help=f"{choice(METRICS)}: the headline metric (evaluate only; one overlap metric). "
+    "--metrics lists further metrics to compute.", rich_help_panel=SCORES)]
+BOUNDARY = "Boundary metrics"
+Metrics = Annotated[str | None, typer.Option(
+    "--metrics", help="Comma-separated metrics to compute: overlap metrics are always "
+    "computed; boundary metrics hd, hd95 (any hdNN), assd, masd, nsd only when listed; "
+    "'all' = every one (e.g. dice,hd95,nsd).", rich_help_panel=BOUNDARY)]
+NsdTolerance = Annotated[str, typer.Option(
+    "--nsd-tolerance", help="NSD tolerance τ in mm: one number, or per class "
+    "'1.5,2=3.0' (class key=τ).", rich_help_panel=BOUNDARY)]
+SurfaceOpt = Annotated[str, typer.Option(
+    "--surface", help="voxel | surfel: boundary voxels, or DeepMind's surface elements "
+    "weighted by area (MSD/KiTS/FLARE).", rich_help_panel=BOUNDARY)]
+HdMode = Annotated[str, typer.Option(
+    "--hd-percentile-mode", help="directed | pooled: hdNN is the max of the two directed "
+    "percentiles, or the percentile of both together (MedPy).", rich_help_panel=BOUNDARY)]
+EmptyDistance = Annotated[str, typer.Option(
+    "--empty-distance", help="diagonal | nan | inf | a number of mm: distances when exactly "
+    "one mask is empty (diagonal = the image diagonal).", rich_help_panel=BOUNDARY)]
 HeadlineOpt = Annotated[str, typer.Option(
     "--headline", help=f"{choice(HEADLINES)}: the reduction of the headline score.",
     rich_help_panel=SCORES)]
@@ -321,3 +339,36 @@ def regions_from(label_names: str | None) -> str:
     """How the regions were given, as run warnings name it."""
     return "dataset.json" if label_names is not None and Path(label_names).is_file() \
         else "--region"
+
+
+def parse_metrics(text: str | None) -> list[str]:
+    """The boundary metrics of ``--metrics`` (overlap names are accepted: always computed)."""
+    from segeval.config import BOUNDARY_METRICS, METRICS, is_boundary_metric
+
+    if not text:
+        return []
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if "all" in names:
+        names = [n for n in names if n != "all"] + list(BOUNDARY_METRICS)
+    unknown = [n for n in names if n not in METRICS and not is_boundary_metric(n)]
+    if unknown:
+        raise UsageError("E_USAGE", f"--metrics: {', '.join(unknown)} not known",
+                         hint=f"overlap: {', '.join(METRICS)}; boundary: hd, hd95 (any "
+                         "hdNN), assd, masd, nsd; or all")
+    return list(dict.fromkeys(n for n in names if is_boundary_metric(n)))
+
+
+def parse_tolerance(text: str) -> tuple[float, dict[str, float]]:
+    """``--nsd-tolerance 1.5`` or ``1.5,2=3.0``: the global τ and per-class ones (mm)."""
+    default, per_class = 1.0, {}
+    try:
+        for item in (part.strip() for part in text.split(",") if part.strip()):
+            if "=" in item:
+                key, value = item.split("=", 1)
+                per_class[key.strip()] = float(value)
+            else:
+                default = float(item)
+    except ValueError:
+        raise UsageError("E_USAGE", f"--nsd-tolerance {text!r}: not a number of mm",
+                         hint="e.g. --nsd-tolerance 1.5 or 1.5,2=3.0") from None
+    return default, per_class

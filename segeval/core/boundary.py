@@ -41,19 +41,23 @@ larger than any distance inside the image; ``"nan"``; ``"inf"``; or a number of 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 
-Surface = Literal["voxel", "surfel"]
-SURFACES: tuple[str, ...] = ("voxel", "surfel")
+from segeval.config import (
+    BOUNDARY_METRICS,
+    SURFACES,
+    Surface,
+    hd_percentile,
+    is_boundary_metric,
+)
+
+__all__ = ["BOUNDARY_METRICS", "SurfaceDistances", "boundary_scores", "hd_percentile",
+           "is_boundary_metric", "nsd_terms", "surface_distances"]
 EmptyDistance = str | float  # "diagonal" | "nan" | "inf" | a number of mm
-BOUNDARY_METRICS: tuple[str, ...] = ("hd", "hd95", "assd", "masd", "nsd")
-_HD_PERCENTILE = re.compile(r"^hd(\d+(?:\.\d+)?)$")
 # rows of the mask handled at a time, so temporaries stay small on large volumes
 _SLAB_VOXELS = 1 << 23
 
@@ -77,21 +81,6 @@ class SurfaceDistances:
     ref_size: int
     diagonal: float
     surface: Surface = "voxel"
-
-
-def hd_percentile(name: str) -> float | None:
-    """The percentile a metric name asks for: ``hd95`` -> 95.0, ``hd99.5`` -> 99.5; None if not
-    an ``hdNN`` name.  ``hd`` itself is the maximum (not a percentile)."""
-    match = _HD_PERCENTILE.match(name)
-    if match is None:
-        return None
-    value = float(match.group(1))
-    return value if 0 < value < 100 else None
-
-
-def is_boundary_metric(name: str) -> bool:
-    """True for ``hd``, ``hdNN`` (0 < NN < 100), ``assd``, ``masd`` and ``nsd``."""
-    return name in ("hd", "assd", "masd", "nsd") or hd_percentile(name) is not None
 
 
 def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:

@@ -140,3 +140,44 @@ def reduce_counts(table: CountTable, config: EvalConfig) -> Reductions:
         macro_n={k: int((~np.isnan(pooled[k])).sum()) for k in METRICS},
         macro_imagewise_n={k: int((~np.isnan(mean[k])).sum()) for k in METRICS},
     )
+
+
+@dataclass(frozen=True)
+class ValueReductions:
+    """Reductions of per case x class values that do not add (boundary distances).
+
+    ``per_case[metric]`` is ``[case, class]`` (NaN where undefined or not scored); per class
+    the mean, std, median and number of defined values over cases; ``macro`` the mean over
+    classes of the class means.  No pooled or micro value exists: distances of two cases do
+    not combine into a distance of both (the report writes null there).
+    """
+
+    per_case: dict[str, np.ndarray]
+    mean: dict[str, np.ndarray]
+    std: dict[str, np.ndarray]
+    median: dict[str, np.ndarray]
+    n_used: dict[str, np.ndarray]
+    macro: dict[str, float]
+
+
+def reduce_values(per_case: dict[str, np.ndarray], ddof: int = 0) -> ValueReductions:
+    """Mean/std/median over the defined (non-NaN) case values, per class; macro over classes.
+
+    An infinite value (``empty_distance="inf"``) is defined: it makes the mean infinite."""
+    def median(values: np.ndarray) -> np.ndarray:
+        out = np.full(values.shape[1], np.nan)
+        for k in range(values.shape[1]):
+            defined = values[~np.isnan(values[:, k]), k]
+            if defined.size:
+                out[k] = np.median(defined)
+        return out
+
+    mean = {m: nanmean(v, axis=0) for m, v in per_case.items()}
+    return ValueReductions(
+        per_case=per_case,
+        mean=mean,
+        std={m: nanstd(v, axis=0, ddof=ddof) for m, v in per_case.items()},
+        median={m: median(v) for m, v in per_case.items()},
+        n_used={m: (~np.isnan(v)).sum(axis=0) for m, v in per_case.items()},
+        macro={m: float(nanmean(v)) for m, v in mean.items()},
+    )

@@ -260,7 +260,27 @@ def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend) -> Ca
         if _guarded(result, count(None), result.reference):  # the empty prediction
             result.status, result.error_code = "error", code
             result.message = f"{message}; scored as an empty prediction (--invalid empty)"
+    if config.boundary_metrics and result.counts is not None:
+        prediction = None if loaded.prediction_failed else loaded.prediction
+        _guarded(result, _measure(result, prediction, loaded.reference, config),
+                 result.reference)
     return result
+
+
+def _measure(result: CaseResult, prediction: Any, reference: Any,
+             config: EvalConfig) -> Callable[[], None]:
+    """The boundary metrics step of a case (after counting, from the same arrays)."""
+    def step() -> None:
+        from segeval.engines.distances import case_distances  # scipy only when asked
+
+        result.distances = case_distances(prediction, reference, config, result.spacing,
+                                          result.prediction or "prediction", result.reference)
+        if result.shape is not None and len(result.shape) == 3 and 1 in result.shape:
+            result.warnings.append(
+                f"{result.reference}: shape {result.shape} has an axis of length 1, so every "
+                "voxel of a 3-D mask is a boundary voxel; boundary metrics of a 2-D image "
+                "need a 2-D file")
+    return step
 
 
 def _guarded(result: CaseResult, step: Callable[[], None], name: str) -> bool:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from segeval.config import HEADLINES, METRICS, EvalConfig
+from segeval.config import HEADLINES, METRICS, EvalConfig, lower_is_better
 from segeval.errors import UsageError
 from segeval.words import class_label, fmt
 
@@ -55,6 +55,7 @@ class Bar:
     reduction: str | None = None
     class_ref: str | None = None
     statistic: ClassStatistic = "pooled"
+    at_most: bool = False  # ``metric<=value``: a distance bar (lower is better)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class BarResult:
     class_key: str | None = None
     class_name: str | None = None
     statistic: str | None = None
+    at_most: bool = False
 
     @property
     def target(self) -> str:
@@ -89,7 +91,8 @@ class BarResult:
         """One line: ``dice (macro) = 0.5800 < 0.6`` or ``... is undefined``."""
         if self.value is None:
             return f"{self.target} is undefined (bar {_threshold(self.threshold)})"
-        sign = ">=" if self.passed else "<"
+        sign = (">=" if self.passed else "<") if not self.at_most else \
+            ("<=" if self.passed else ">")
         return f"{self.target} = {fmt(self.value)} {sign} {_threshold(self.threshold)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +107,8 @@ def parse_bar(text: str) -> Bar:
     Raises :class:`UsageError` naming the accepted forms.
     """
     source = text.strip()
+    if "<=" in source:
+        return _parse_distance_bar(source)
     target, sep, number = source.rpartition("=")
     threshold = _parse_threshold(source, number)
     if not sep:
@@ -164,11 +169,37 @@ def _check_bar(report: Mapping[str, Any], bar: Bar) -> BarResult:
                    class_name=row.get("name", key), statistic=bar.statistic)
 
 
+def _parse_distance_bar(source: str) -> Bar:
+    """``hd95<=5`` (macro over classes of the per-class means), ``hd95:2<=5`` (class 2's
+    mean over cases): a lower-is-better boundary metric must stay at or under the value."""
+    target, _, number = source.partition("<=")
+    metric, _, class_ref = (part.strip() for part in target.partition(":"))
+    metric = metric.lower()
+    if not lower_is_better(metric):
+        raise _bar_error(source, f"'<=' needs a distance metric, not {metric!r}",
+                         "e.g. hd95<=5 or hd95:2<=5 (mm); other metrics take metric=value")
+    try:
+        threshold = float(number)
+    except ValueError:
+        raise _bar_error(source, f"{number.strip()!r} is not a number of mm",
+                         "e.g. hd95<=5") from None
+    if not (math.isfinite(threshold) and threshold >= 0):
+        raise _bar_error(source, "the bar must be a finite number of mm >= 0", "e.g. hd95<=5")
+    if class_ref:
+        return Bar(source, threshold, metric, class_ref=class_ref, statistic="mean",
+                   at_most=True)
+    return Bar(source, threshold, metric, reduction="macro_imagewise", at_most=True)
+
+
 def _result(bar: Bar, metric: str, scope: str, value: Any, **where: Any) -> BarResult:
     defined = value is not None and not (isinstance(value, float) and math.isnan(value))
     number = float(value) if defined else None
-    passed = number is not None and number >= bar.threshold
-    return BarResult(bar.text, metric, scope, number, bar.threshold, passed, **where)
+    if bar.at_most:
+        passed = number is not None and number <= bar.threshold
+    else:
+        passed = number is not None and number >= bar.threshold
+    return BarResult(bar.text, metric, scope, number, bar.threshold, passed, **where,
+                     at_most=bar.at_most)
 
 
 def resolve_class(report: Mapping[str, Any], reference: str, context: str) -> str:
