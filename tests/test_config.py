@@ -24,6 +24,9 @@ OTHER_VALUES = {
     "binary": True, "map_reference": ((255, 1),), "map_prediction": ((4, 3),),
     "probability_scale": 255, "prediction_axes": "1,0", "prediction_suffix": ".npz",
     "unexpected_labels": "error",
+    "boundary_metrics": ("hd95",), "nsd_tolerance": 2.0, "nsd_tolerances": (("1", 3.0),),
+    "hd_percentile_mode": "pooled", "surface": "surfel", "empty_distance": "nan",
+    "spacing": (1.0, 2.0),
 }
 
 
