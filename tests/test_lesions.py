@@ -311,6 +311,12 @@ def test_panoptica_preset():
     half = scores_of(grid((4, 4), np.s_[0:2, 0:2]), grid((4, 4), np.s_[0:2, 0]),
                      preset="panoptica")
     assert (half["pq_tp"], half["pq"], half["rq"]) == (1, 0.5, 1.0)
+    # no match but lesions present: panoptica's edge-case handler gives sq 0 (default
+    # EdgeCaseResult.ZERO for IOU and DSC); no lesion at all: NaN
+    apart = scores_of(grid((4, 4), np.s_[0, 0]), grid((4, 4), np.s_[3, 3]), preset="panoptica")
+    assert (apart["sq"], apart["sq_dice"], apart["pq"], apart["rq"]) == (0.0, 0.0, 0.0, 0.0)
+    empty = scores_of(np.zeros((4, 4), bool), np.zeros((4, 4), bool), preset="panoptica")
+    assert math.isnan(empty["sq"]) and math.isnan(empty["pq"]) and math.isnan(empty["rq"])
 
 
 def brats_case():

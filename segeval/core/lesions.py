@@ -43,7 +43,8 @@ lesion that also touches a kept lesion counts with it.
 
 Edge rules: a ratio whose denominator is 0 takes the ``empty`` rule (``nan``, ``one`` or
 ``zero``, as :mod:`segeval.core.metrics`); for lesion_f1, lesion_dice, rq and pq that is exactly
-"no lesion on either side"; sq and sq_dice are also undefined when nothing is matched.
+"no lesion on either side"; sq and sq_dice are also undefined when nothing is matched (then
+``sq_unmatched`` gives them, when set).
 ``lesion_hd95`` with no lesion on either side takes ``hd95_both_empty`` (NaN by default; 0 mm
 for BraTS).  The volumes are 0 when their side has no lesion.  Counts are Python ints.
 """
@@ -99,6 +100,8 @@ class LesionOptions:
     ``connectivity_2d``, when set, replaces ``connectivity`` for 2-D images (panoptica labels
     2-D with scipy's default face connectivity and 3-D with cc3d's 26).  ``hd95_penalty`` is
     the HD95 (mm) of a missed or false-positive lesion; None: the image diagonal.
+    ``sq_unmatched`` is sq and sq_dice when lesions exist but none is matched (panoptica: 0);
+    None: the empty rule.
     ``surface`` and ``pooled_percentile`` are the boundary metrics' conventions for HD95.
     """
 
@@ -109,6 +112,7 @@ class LesionOptions:
     match_iou: float = 0.5
     match_inclusive: bool = False
     empty: EmptyRule = "nan"
+    sq_unmatched: float | None = None
     hd95_penalty: float | None = None
     hd95_both_empty: float = math.nan
     surface: Literal["voxel", "surfel"] = "voxel"
@@ -153,7 +157,8 @@ LESION_PRESETS: dict[str, dict[str, Any]] = {
     "brats2023-met": {**_BRATS2023, "dilation": 1, "min_ref_volume_mm3": 2.0},
     "isles22": {"connectivity": "full", "empty": "one"},
     "autopet": {"connectivity": "18"},
-    "panoptica": {"connectivity": "full", "connectivity_2d": "face", "match_inclusive": True},
+    "panoptica": {"connectivity": "full", "connectivity_2d": "face", "match_inclusive": True,
+                  "sq_unmatched": 0.0},
 }
 # The BraTS 2023 regions (labels 1 NETC, 2 SNFH, 3 ET), for callers that want them with a preset.
 BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
@@ -467,11 +472,14 @@ def _panoptic(
     dice = 2 * iou / (1 + iou)
     tp = len(matched)
     fp, fn = n_pred - tp, n_ref - tp
+    sq, sq_dice = _ratio(float(iou.sum()), tp, options.empty), \
+        _ratio(float(dice.sum()), tp, options.empty)
+    if tp == 0 and n_ref + n_pred > 0 and options.sq_unmatched is not None:
+        sq = sq_dice = options.sq_unmatched
     return {
         "pq_tp": tp, "pq_fp": fp, "pq_fn": fn,
         "rq": float(score("dice", tp, fp, fn, empty=options.empty)),
-        "sq": _ratio(float(iou.sum()), tp, options.empty),
-        "sq_dice": _ratio(float(dice.sum()), tp, options.empty),
+        "sq": sq, "sq_dice": sq_dice,
         "pq": _ratio(float(iou.sum()), tp + (fp + fn) / 2, options.empty),
     }
 
