@@ -9,7 +9,8 @@ shrunk, two missed and two false positives; spacing 1 mm.  Timed, per region WT 
 TC (1,3), ET (3), the median over ``--rounds`` of:
 
 - segeval: labels + overlap table + every table metric (lesion F1/Dice, counts, PQ/RQ/SQ,
-  volumes), default convention and the ``panoptica`` and ``brats2023-gli`` presets;
+  volumes), default convention and the ``panoptica`` and ``brats2023-gli`` presets, the
+  latter also with lesion-wise HD95 (surfels, as BraTS);
 - panoptica 2.1.7 (``InputType.SEMANTIC``: connected components, ``NaiveThresholdMatching``
   at IoU 0.5, instance metrics DSC and IoU only, so it does no distance work), run in its own
   interpreter because it pins numpy < 2.3 and rich < 14: ``--panoptica-python`` (default
@@ -43,6 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from segeval.core.lesions import (  # noqa: E402
     BRATS_REGIONS,
+    lesion_hd95,
     lesion_labels,
     lesion_options,
     lesion_scores,
@@ -113,10 +115,13 @@ def regions(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.isin(labels, members) for name, members in BRATS_REGIONS.items()}
 
 
-def segeval_region(reference, prediction, options):
+def segeval_region(reference, prediction, options, hd95=False):
     labels = lesion_labels(reference, prediction, options)
     table = lesion_table(reference, prediction, (1.0, 1.0, 1.0), options, labels)
-    return lesion_scores(table, options)
+    values = lesion_scores(table, options)
+    if hd95:
+        values["lesion_hd95"] = lesion_hd95(labels, table, options)[0]
+    return values
 
 
 def timed(function, rounds: int) -> tuple[float, object]:
@@ -155,13 +160,15 @@ def main() -> None:
     print(f"case {SHAPE}, regions WT/TC/ET, rounds {args.rounds}")
     rows = []
     results = {}
-    for preset in (None, "panoptica", "brats2023-gli"):
+    for preset, hd95 in ((None, False), ("panoptica", False), ("brats2023-gli", False),
+                         ("brats2023-gli", True)):
         options = lesion_options(preset)
-        seconds, values = timed(lambda o=options: {
-            name: segeval_region(ref_regions[name], pred_regions[name], o)
+        seconds, values = timed(lambda o=options, h=hd95: {
+            name: segeval_region(ref_regions[name], pred_regions[name], o, h)
             for name in ref_regions}, args.rounds)
         results[preset] = values
-        rows.append((f"segeval ({preset or 'default'})", seconds))
+        rows.append((f"segeval ({preset or 'default'}{' + lesion HD95' if hd95 else ''})",
+                     seconds))
     for name, values in results[None].items():
         print(f"  {name}: {values['n_ref_lesions']} reference / {values['n_pred_lesions']} "
               f"predicted lesions, lesion F1 {values['lesion_f1']:.3f}, lesion Dice "

@@ -364,9 +364,6 @@ def test_presets_are_data():
 # ---------------------------------------------------------------- lesion-wise HD95
 
 def test_lesion_hd95_with_penalties():
-    boundary = pytest.importorskip(
-        "segeval.core.boundary", reason="lesion-wise HD95 needs the boundary metrics (issue 15)")
-    del boundary
     from segeval.core.lesions import lesion_hd95
 
     reference = grid((9, 9), np.s_[2, 2], np.s_[6:8, 6:8])

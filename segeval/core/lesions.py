@@ -506,7 +506,6 @@ def lesion_hd95(
     the lesion and the union of the predicted lesions touching it; ``hd95_penalty`` (None:
     the image diagonal) for a missed lesion and for each false positive; averaged over
     (kept reference lesions + false positives); ``hd95_both_empty`` when that is 0.
-    Needs the boundary-metrics module (issue 15).
     """
     from scipy.ndimage import find_objects
 
