@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+import segeval
 from segeval.core import boundary as bd
 from segeval.core.boundary import boundary_scores, nsd_terms, surface_distances
 
@@ -411,3 +412,24 @@ def test_cli_metrics_and_distance_bar(tmp_path):
     assert failed.exit_code == 1
     bad = CliRunner().invoke(app, [*args, "--metrics", "hd97x"])
     assert bad.exit_code == 2 and "hd97x" in bad.output
+
+
+def test_distances_use_the_runs_mask_rules():
+    """Boundary metrics see the masks counting sees: a 0/1 prediction against a 0/255
+    reference with ``binary``, or a transposed prediction with ``prediction_axes``, scores
+    exactly as the plain 0/1 pair (a distance step that read raw labels gave the image
+    diagonal here: the reference held no label 1)."""
+    reference = np.zeros((12, 10), np.uint8)
+    reference[2:8, 3:7] = 1
+    prediction = np.roll(reference, 2, axis=0)
+    metrics = ("hd", "hd95", "assd", "masd", "nsd")
+    plain = segeval.evaluate([prediction], [reference], boundary_metrics=metrics).to_dict()
+    encoded = segeval.evaluate([prediction], [reference * 255], binary=True,
+                               boundary_metrics=metrics).to_dict()
+    transposed = segeval.evaluate([prediction.T.copy()], [reference], prediction_axes="1,0",
+                                  boundary_metrics=metrics).to_dict()
+    expected = plain["cases"][0]["metrics"]["1"]
+    assert expected["hd"] == 2.0  # shifted by two rows
+    for report in (encoded, transposed):
+        got = report["cases"][0]["metrics"]["1"]
+        assert {m: got[m] for m in metrics} == {m: expected[m] for m in metrics}

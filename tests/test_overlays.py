@@ -236,7 +236,8 @@ def test_unreadable_cases_warn_and_matplotlib_is_required(tmp_path, monkeypatch)
     {},  # label maps, with a region
     {"logits": "sigmoid"},  # probability map from logits
     {"logits": "sigmoid", "whole": True},  # whole-valued float logits: still logits
-    {"channel_axis": 0, "ignore_index": 2},  # channels over a label map with an ignore index
+    {"channel_axis": 0, "ignore_index": 2},
+    {"binary": True},  # 0/255 reference, 0/1/2 prediction: the run's label mapping  # channels over a label map with an ignore index
     {"channel_axis": 0},  # per-class probabilities: argmax
     {"channel_axis": 0, "multilabel": True},  # independent channels
 ])
@@ -246,6 +247,10 @@ def test_drawn_voxels_count_what_the_report_counts(layout_options):
     if not layout_options:
         prediction = rng.integers(0, 3, size=(6, 5, 4)).astype(np.uint8)
         options = {"regions": {"both": [1, 2]}, "labels": [1, 2]}
+    elif layout_options.get("binary"):
+        prediction = rng.integers(0, 3, size=(6, 5, 4)).astype(np.uint8)
+        reference = (reference > 0).astype(np.uint8) * 255
+        options = dict(layout_options)
     elif "logits" in layout_options:
         reference = (reference > 1).astype(np.uint8)
         prediction = rng.normal(size=(6, 5, 4)).astype(np.float32)

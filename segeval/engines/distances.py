@@ -1,7 +1,7 @@
 """Boundary metrics of one case, per class, under the same mask rules that count it.
 
-The prediction and reference are interpreted once (:func:`interpret.label_map`,
-:func:`interpret.prediction_labels`: labels, thresholded probabilities, ``ignore_index``);
+The prediction and reference are interpreted once, by :func:`interpret.label_maps` (the
+rules counting uses: axis order, thresholds, label mapping, ``ignore_index``);
 each class's two boolean masks then go to :mod:`segeval.core.boundary`.  Values are per
 case × class and travel beside the counts (they do not add over cases).
 
@@ -19,13 +19,8 @@ import numpy as np
 
 from segeval.config import EvalConfig
 from segeval.core.boundary import boundary_scores, surface_distances
-from segeval.engines.interpret import _valid, label_map, prediction_labels
+from segeval.engines.interpret import label_maps, to_host
 from segeval.engines.numpy_backend import NumpyBackend
-
-
-def _host(array: Any) -> Any:
-    """A torch tensor as a NumPy array (on the CPU); anything else unchanged."""
-    return array.detach().cpu().numpy() if hasattr(array, "detach") else array
 
 
 def case_distances(
@@ -41,14 +36,9 @@ def case_distances(
     ``spacing`` is the reference's voxel size in mm (None: ``config.spacing``, else 1 mm).
     ``prediction=None`` is an empty prediction.
     """
-    backend = NumpyBackend()  # the distance step runs on the CPU (tensors are copied)
-    ref_labels = label_map(backend, backend.asarray(_host(reference)), reference_name)
-    if prediction is None:
-        pred_labels = np.zeros_like(ref_labels)
-    else:
-        pred_labels, _ = prediction_labels(backend, backend.asarray(_host(prediction)),
-                                           ref_labels, config, prediction_name, reference_name)
-    valid = _valid(ref_labels, config)
+    # the distance step runs on the CPU (tensors are copied): the masks counting uses
+    ref_labels, pred_labels, valid = label_maps(to_host(prediction), to_host(reference), config,
+                                                NumpyBackend(), prediction_name, reference_name)
     if spacing is None:
         spacing = config.spacing
     if spacing is not None and len(spacing) != ref_labels.ndim:

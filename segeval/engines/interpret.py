@@ -106,26 +106,56 @@ def prediction_labels(backend: Backend, pred: Any, ref_labels: Any, config: Eval
     return backend.to_labels(backend.above(pred, config.threshold)), pred
 
 
+def label_maps(prediction: Any | None, reference: Any, config: EvalConfig, backend: Backend,
+               prediction_name: str = "prediction", reference_name: str = "reference",
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The two label maps a case without channels counts as, as NumPy voxels, and the
+    evaluated voxels (None: all): the prediction's axes reordered (``prediction_axes``),
+    probabilities thresholded (``threshold``, ``probability_scale``, ``logits``), then the
+    run's label mapping (``binary``, ``map_*``) applied to the voxels — the rules counting
+    applies to its confusion table.  ``ignore_index`` matches the reference as stored.
+    Boundary distances, lesions and overlays read their masks from here.
+    ``prediction=None`` is an empty prediction."""
+    ref_labels = label_map(backend, backend.asarray(reference), reference_name)
+    if prediction is None:
+        pred_labels = backend.zeros(backend.shape(ref_labels))
+    else:
+        pred = backend.asarray(prediction)
+        if config.prediction_axes is not None:
+            pred = reorder_axes(backend, pred, config.prediction_axes, prediction_name)
+        check_same_shape(backend.shape(pred), backend.shape(ref_labels), prediction_name,
+                         reference_name)
+        pred_labels, _ = prediction_labels(backend, pred, ref_labels, config,
+                                           prediction_name, reference_name)
+    valid = _valid(ref_labels, config)
+    ref_host, pred_host = to_host(ref_labels), to_host(pred_labels)
+    mapping = label_mapping(config)
+    if not mapping.identity:
+        ref_host = mapping.apply(ref_host, "reference")
+        pred_host = mapping.apply(pred_host, "prediction")
+    return ref_host, pred_host, None if valid is None else to_host(valid)
+
+
+def to_host(array: Any) -> Any:
+    """A torch tensor as a NumPy array on the CPU; anything else unchanged."""
+    return array.detach().cpu().numpy() if hasattr(array, "detach") else array
+
+
 def class_voxels(prediction: Any | None, reference: Any, labels: Any, config: EvalConfig,
                  backend: Backend) -> tuple[Any, Any, Any]:
     """Boolean (reference, prediction, evaluated) voxels of one class — a label, or a
     region's labels — under exactly the rules that count the case (overlays draw these).
     ``prediction=None`` is an empty prediction; not for ``soft`` (no voxel is a class)."""
+    selected = np.asarray(sorted(labels))
+    if config.channel_axis is None:
+        ref_labels, pred_labels, valid = label_maps(prediction, reference, config, backend)
+        evaluated = np.ones(ref_labels.shape, bool) if valid is None else valid
+        return (np.isin(ref_labels, selected) & evaluated,
+                np.isin(pred_labels, selected) & evaluated, evaluated)
     ref = backend.asarray(reference)
     if prediction is not None and config.prediction_axes is not None:
         prediction = reorder_axes(backend, backend.asarray(prediction), config.prediction_axes,
                                   "prediction")
-    selected = np.asarray(sorted(labels))
-    if config.channel_axis is None:
-        ref_labels = label_map(backend, ref, "reference")
-        pred_labels = backend.zeros(backend.shape(ref_labels))
-        if prediction is not None:
-            pred_labels, _ = prediction_labels(backend, backend.asarray(prediction), ref_labels,
-                                               config, "prediction", "reference")
-        valid = _valid(ref_labels, config)
-        evaluated = np.ones(backend.shape(ref_labels), bool) if valid is None else valid
-        return (np.isin(ref_labels, selected) & evaluated,
-                np.isin(pred_labels, selected) & evaluated, evaluated)
     pred = None if prediction is None else _channels_first(
         backend, backend.asarray(prediction), config.channel_axis, "prediction")
     spatial = backend.shape(ref) if pred is None else backend.shape(pred)[1:]
