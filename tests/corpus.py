@@ -389,3 +389,37 @@ def build_corpus(root: Path) -> Corpus:
         ".png", square)
     return corpus
 
+
+
+class DecoyWatch:
+    """Sees every open of one file, by any process (Linux inotify, through ctypes).
+
+    Plant a decoy file outside the evaluated folder, point hostile headers at it, and
+    assert ``opened()`` is False afterwards: a check that does not depend on how the
+    file would have been read (by Python, nibabel or a C library in a worker process).
+    """
+
+    IN_ACCESS, IN_OPEN = 0x1, 0x20
+
+    def __init__(self, path: Path) -> None:
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0 or self.libc.inotify_add_watch(
+                self.fd, str(path).encode(), self.IN_ACCESS | self.IN_OPEN) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify on {path}")
+        self.seen = False
+
+    def opened(self) -> bool:
+        """Whether the file was opened or read since the watch began (or the last call)."""
+        try:
+            while os.read(self.fd, 4096):
+                self.seen = True
+        except BlockingIOError:
+            pass
+        seen, self.seen = self.seen, False
+        return seen
+
+    def close(self) -> None:
+        os.close(self.fd)

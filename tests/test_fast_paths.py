@@ -15,7 +15,7 @@ import pytest
 
 import segeval
 from segeval.errors import CaseError
-from segeval.formats import load_mask
+from segeval.formats import Limits, load_mask
 from segeval.formats.nifti import read_with_nibabel
 
 DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.float32,
@@ -104,7 +104,7 @@ def test_header_from_first_bytes_equals_nibabel(tmp_path, suffix, kind, set_head
     nib.save(image, str(path))
     head = check_file(path)
     assert _header_from_head(path, head) is not None, "the probe must not reopen the file"
-    header = probe(path, head)
+    header = probe(path, head, Limits())
     shape_, zooms, affine, dtype = _nibabel_probe(path)
     assert header.shape == shape_ and header.spacing == zooms and header.dtype == dtype
     np.testing.assert_array_equal(header.affine, affine)
@@ -118,7 +118,7 @@ def test_nifti2_header_is_left_to_nibabel(tmp_path):
     nib.save(nib.Nifti2Image(np.zeros((3, 4, 5), np.uint8), np.eye(4)), str(path))
     head = check_file(path)
     assert _header_from_head(path, head) is None
-    assert probe(path, head).shape == (3, 4, 5)
+    assert probe(path, head, Limits()).shape == (3, 4, 5)
 
 
 def test_fast_reader_keeps_fortran_layout_and_2d(tmp_path):

@@ -10,6 +10,7 @@ beside it must keep the numbers a plain NumPy count gives.  Archives are tested 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -641,7 +642,8 @@ def hostile_png_reader(monkeypatch, tmp_path):
             time.sleep(30)
         return read(path)
 
-    monkeypatch.setattr(segeval.formats.png, "read", reading)
+    monkeypatch.setitem(segeval.formats.BY_SUFFIX, ".png",
+                        dataclasses.replace(segeval.formats.png.FORMAT, read=reading))
     pred, gt = tmp_path / "pred", tmp_path / "gt"
     pred.mkdir()
     gt.mkdir()

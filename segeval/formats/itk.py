@@ -1,8 +1,15 @@
-"""NRRD, MetaImage (.mha/.mhd) and TIFF via SimpleITK.
+"""What NRRD, MetaImage and TIFF share: SimpleITK, and checks of text headers.
 
 SimpleITK's arrays are (z, y, x); they are transposed to index order (x, y, z) to match
-nibabel, and the LPS geometry of ITK is converted to RAS.  Detached headers (``.nhdr``,
-``.mhd``) may only name a data file by a plain name in their own folder.
+nibabel, and the LPS geometry of ITK is converted to RAS.  Each format names the one ITK
+reader that may open it (``NrrdImageIO``, ``MetaImageIO``, ``TIFFImageIO``): SimpleITK never
+chooses a reader by guessing from the bytes.  SimpleITK is imported on first use.
+
+Text headers (NRRD, MetaImage) are read here the way their C libraries read them before
+any of them sees the file: the whole header, every line ending, any key spelling
+(:func:`header_lines`, :func:`mentions`).  A data file named by a header must be a plain
+file name next to the header (:func:`check_data_file`), so no file outside the evaluated
+folder is ever opened.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import SimpleITK as sitk
 
 from segeval import errors
 from segeval.errors import CaseError
@@ -25,19 +31,86 @@ from segeval.formats.mask import Header, Mask, squeezed_shape
 
 T = TypeVar("T")
 
-NRRD_DATA_FILE = re.compile(rb"^data ?file:\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE)
-META_DATA_FILE = re.compile(rb"^ElementDataFile\s*=\s*(.*?)\s*$", re.MULTILINE)
-META_NDIMS = re.compile(rb"^NDims\s*=\s*(.*?)\s*$", re.MULTILINE)
-META_DIMSIZE = re.compile(rb"^DimSize\s*=\s*(.*?)\s*$", re.MULTILINE)
-HEADER_LIMIT = 1 << 16  # headers are small text; data after them is never searched
-_STDERR_LOCK = threading.Lock()
+HEADER_LIMIT = 1 << 20  # a text header longer than 1 MiB is refused, never half-read
+_CAPTURE_LOCK = threading.Lock()
 
 
-def probe(path: Path, head: bytes = b"") -> Header:
-    check_header_text(path)
+# --- text headers ----------------------------------------------------------------------------
+def header_lines(path: Path, ends: Callable[[bytes], str | None], fmt: str
+                 ) -> tuple[list[bytes], int]:
+    """The header's lines (without their line endings) and the byte offset where the header
+    ends, read as the format's library reads it.
+
+    ``ends(line)`` says whether a line ends the header: ``"before"`` (the line is not part
+    of it: NRRD's blank line), ``"after"`` (the line is its last: MetaImage's
+    ``ElementDataFile``) or None.  Without such a line the whole file is the header.
+    Refused: a header longer than :data:`HEADER_LIMIT`, a NUL byte in it, a carriage return
+    that is not part of CR LF (libraries differ on CR-only line endings, so a header read
+    with them could end elsewhere for the library than for this check).
+    """
+    with open(path, "rb") as stream:
+        text = stream.read(HEADER_LIMIT + 1)
+    lines: list[bytes] = []
+    at = 0
+    while at < len(text):
+        newline = text.find(b"\n", at)
+        if newline < 0:
+            if len(text) > HEADER_LIMIT:
+                raise CaseError(errors.E_UNREADABLE,
+                                f"cannot read: {fmt} header: no end within {HEADER_LIMIT} bytes",
+                                path, "a mask's header is a few hundred bytes; write it again")
+            newline = len(text)
+        line = text[at:newline]
+        line = line[:-1] if line.endswith(b"\r") else line
+        where = ends(line)
+        if where == "before":
+            return lines, at
+        if b"\r" in line or b"\0" in line:
+            what = "a carriage return without a line feed" if b"\r" in line else "a NUL byte"
+            raise CaseError(errors.E_UNREADABLE, f"cannot read: {fmt} header: {what} in its "
+                            "text", path, "write the header with LF or CR LF line endings")
+        lines.append(line)
+        at = newline + 1
+        if where == "after":
+            return lines, at
+    return lines, len(text)
+
+
+def normalized(line: bytes) -> bytes:
+    """Lower case, letters and digits only: ``" Data_File :"`` → ``b"datafile"``."""
+    return re.sub(rb"[^a-z0-9]", b"", line.lower())
+
+
+def mentions(lines: list[bytes], key: bytes) -> list[bytes]:
+    """Every line that could name ``key`` (given normalized) in any spelling a library might
+    accept: a superset, so a spelling this module does not parse is refused, not missed."""
+    return [line for line in lines if key in normalized(line)]
+
+
+def check_data_file(path: Path, name: str, fmt: str) -> None:
+    """A data file named by a header: a plain file name in the header's own folder, an
+    existing regular file there (not a symbolic link)."""
+    plain = (name and name not in (".", "..") and name.upper() != "LIST" and name.isprintable()
+             and not any(c in name for c in "/\\:%") and not any(c.isspace() for c in name))
+    if not plain:
+        raise CaseError(errors.E_UNSAFE_PATH,
+                        f"the {fmt} header points at data file {name!r}, not a plain file name "
+                        "in its own folder", path, "keep the data file next to its header")
+    target = path.parent / name
+    if target.is_symlink() or not target.is_file():
+        raise CaseError(errors.E_UNREADABLE, f"data file {name!r} is missing", path,
+                        "keep the data file next to its header")
+
+
+# --- SimpleITK -------------------------------------------------------------------------------
+def probe(path: Path, io_name: str) -> Header:
+    """The header alone, read by the named ITK reader."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
+    reader.SetImageIO(io_name)
     reader.SetFileName(str(path))
-    _quietly(path, reader.ReadImageInformation)
+    quietly(path, reader.ReadImageInformation)
     ndim = reader.GetDimension()
     size = tuple(int(s) for s in reader.GetSize())
     spacing = tuple(float(s) for s in reader.GetSpacing())
@@ -48,9 +121,11 @@ def probe(path: Path, head: bytes = b"") -> Header:
                   dtype=sitk.GetPixelIDValueAsString(reader.GetPixelID()))
 
 
-def read(path: Path) -> Mask:
-    check_header_text(path)
-    image = _quietly(path, lambda: sitk.ReadImage(str(path)))
+def read(path: Path, io_name: str) -> Mask:
+    """The voxels, read by the named ITK reader, in index order."""
+    import SimpleITK as sitk
+
+    image = quietly(path, lambda: sitk.ReadImage(str(path), imageIO=io_name))
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(errors.E_RGB_MASK,
                         f"{image.GetNumberOfComponentsPerPixel()} components per voxel, not a "
@@ -72,74 +147,25 @@ def _affine(ndim: int, spacing: tuple[float, ...], direction: tuple[float, ...],
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS → RAS
 
 
-def check_header_text(path: Path) -> None:
-    """Checks of the text header that SimpleITK must never see unchecked.
+def quietly(path: Path, step: Callable[[], T]) -> T:
+    """Run a C-library call with the process's stdout and stderr captured.
 
-    A data file (NRRD ``data file:``, MetaImage ``ElementDataFile``) may only be a plain
-    name next to the header, in attached headers (.nrrd, .mha) as in detached ones (.nhdr,
-    .mhd), so no file outside the evaluated folder is ever read.  MetaImage ``NDims`` must
-    be a whole number from 1 to 16 matching ``DimSize`` (SimpleITK crashes or spins on
-    others).
+    ITK's readers print to std::cerr, and MetaIO prints some complaints ("Number of
+    dimensions limited to 10") on std::cout, which would corrupt ``--json -``; what they
+    print becomes part of the error message instead.
     """
-    suffix = path.suffix.lower()
-    with open(path, "rb") as stream:
-        text = stream.read(HEADER_LIMIT)
-    if suffix in (".nrrd", ".nhdr"):
-        text = text.split(b"\n\n", 1)[0] if suffix == ".nrrd" else text
-        _check_data_file(path, NRRD_DATA_FILE.search(text), required=suffix == ".nhdr")
-    elif suffix in (".mha", ".mhd"):
-        _check_meta_dimensions(path, text)
-        _check_data_file(path, META_DATA_FILE.search(text), required=suffix == ".mhd",
-                         local_ok=True)
-
-
-def _check_meta_dimensions(path: Path, text: bytes) -> None:
-    ndims, sizes = META_NDIMS.search(text), META_DIMSIZE.search(text)
-    try:
-        n = int(ndims.group(1)) if ndims else -1
-        size = [int(v) for v in sizes.group(1).split()] if sizes else []
-    except ValueError:
-        n, size = -1, []
-    if not 1 <= n <= 16 or len(size) != n or min(size, default=0) <= 0:
-        raise CaseError(errors.E_BAD_DIMENSIONS,
-                        "MetaImage header: NDims and DimSize are not a valid set of dimensions",
-                        path, "write the file again")
-
-
-def _check_data_file(path: Path, match: re.Match[bytes] | None, required: bool,
-                     local_ok: bool = False) -> None:
-    if match is None:
-        if required:
-            raise CaseError(errors.E_UNREADABLE, "detached header names no data file", path)
-        return
-    name = match.group(1).decode("utf-8", "replace")
-    if local_ok and name.upper() == "LOCAL":
-        return
-    plain = (name and name not in (".", "..") and "/" not in name and "\\" not in name
-             and ":" not in name and " " not in name and "%" not in name
-             and name.upper() != "LIST")
-    if not plain:
-        raise CaseError(errors.E_UNSAFE_PATH,
-                        f"the header points at data file {name!r}, not a plain file name in its "
-                        "own folder", path, "keep the data file next to its header")
-    target = path.parent / name
-    if not target.is_file() or target.is_symlink():
-        raise CaseError(errors.E_UNREADABLE, f"data file {name!r} is missing", path,
-                        "keep the data file next to its header")
-
-
-def _quietly(path: Path, step: Callable[[], T]) -> T:
-    """Run a SimpleITK call with the process's stderr captured: ITK's readers print to
-    std::cerr themselves; what they print becomes part of the error message instead."""
-    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
-        saved = os.dup(2)
+    with _CAPTURE_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
         try:
-            sys.stderr.flush()
+            os.dup2(capture.fileno(), 1)
             os.dup2(capture.fileno(), 2)
             try:
                 return step()
             except RuntimeError as exc:
-                os.dup2(saved, 2)
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
                 capture.seek(0)
                 noise = capture.read(4096).decode("utf-8", "replace")
                 raise CaseError(errors.E_UNREADABLE,
@@ -147,8 +173,10 @@ def _quietly(path: Path, step: Callable[[], T]) -> T:
                                 "is the file complete and in the format its name says?"
                                 ) from None
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def itk_reason(text: str) -> str:
@@ -163,3 +191,4 @@ def itk_reason(text: str) -> str:
     specific = [line for line in useful if "trouble" not in line and "Error reading" not in line]
     reason = "; ".join(dict.fromkeys(described + (specific or useful)))
     return (reason or (lines[0] if lines else "unknown error"))[:300]
+

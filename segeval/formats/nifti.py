@@ -19,17 +19,21 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from segeval import errors
 from segeval.errors import CaseError
 from segeval.formats.mask import Header, Mask, squeezed_shape
+from segeval.formats.spec import Format, Limits
 
-try:  # ISA-L inflates about 3x faster than zlib; optional
-    from isal import isal_zlib as _inflate_module
-except ImportError:  # pragma: no cover - depends on the platform's wheels
-    _inflate_module = zlib  # type: ignore[assignment,misc]
+
+def _inflate_module() -> Any:
+    """ISA-L's zlib (about 3x faster inflate; optional), or zlib; imported on first use."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - depends on the platform's wheels
+        return zlib
+    return isal_zlib
 
 HEADER_SIZE = 348
 # sizeof_hdr as the first four bytes read little-endian: a little- or a big-endian header
@@ -40,12 +44,14 @@ EXTENSION_LIMIT = 1 << 24  # header extensions read before the data (16 MiB)
 TRAILING_LIMIT = 1 << 16  # bytes tolerated after the data (harmless padding); more is refused
 
 
-def probe(path: Path, head: bytes = b"") -> Header:
+def probe(path: Path, head: bytes, limits: Limits) -> Header:
     """The header alone, parsed by nibabel's header class.  A NIfTI-1 header is taken from
     ``head`` (the file's first bytes, inflated for .nii.gz) when it holds all of it, so the
     file is not opened again; otherwise ``nib.load`` reads it and leaves the data behind a
     proxy.  Both give the same header, affine included (``get_best_affine``, as nibabel's
     image does)."""
+    import nibabel as nib
+
     header = _header_from_head(path, head)
     if header is None:
         image: Any = nib.load(str(path))
@@ -62,6 +68,8 @@ def probe(path: Path, head: bytes = b"") -> Header:
 
 def _header_from_head(path: Path, head: bytes) -> Any:
     """A NIfTI-1 header parsed from the first bytes, or None to let nibabel open the file."""
+    import nibabel as nib
+
     if path.name.lower().endswith(".gz"):
         try:
             head = zlib.decompressobj(GZIP_WBITS).decompress(head, HEADER_SIZE)
@@ -74,6 +82,8 @@ def _header_from_head(path: Path, head: bytes) -> Any:
 
 
 def read(path: Path) -> Mask:
+    import nibabel as nib
+
     if not path.name.lower().endswith(".gz"):
         return read_with_nibabel(path)
     mask = _read_gzip_fast(path)
@@ -101,6 +111,8 @@ def check_inflated_size(path: Path, announced: int) -> None:
 
 
 def read_with_nibabel(path: Path) -> Mask:
+    import nibabel as nib
+
     image: Any = nib.load(str(path))
     array = np.asanyarray(image.dataobj)
     zooms = tuple(float(z) for z in image.header.get_zooms()[: array.ndim])
@@ -110,8 +122,10 @@ def read_with_nibabel(path: Path) -> Mask:
 
 def _read_gzip_fast(path: Path) -> Mask | None:
     """The array and geometry, or None when nibabel should handle the file."""
+    import nibabel as nib
+
     compressed = path.read_bytes()
-    inflater = _inflate_module.decompressobj(GZIP_WBITS)
+    inflater = _inflate_module().decompressobj(GZIP_WBITS)
     try:
         head = inflater.decompress(compressed, HEADER_SIZE)
     except zlib.error:
@@ -144,6 +158,8 @@ def _read_gzip_fast(path: Path) -> Mask | None:
         body = inflater.decompress(inflater.unconsumed_tail, wanted)
     except Exception:
         return None
+    if offset > HEADER_SIZE and body[:1] not in (b"", b"\0"):
+        return None  # header extensions: nibabel parses (and checks) them
     if len(body) < wanted and inflater.eof and inflater.unused_data:
         return None  # several gzip members (pgzip, bgzip): nibabel reads them as one stream
     if len(body) < wanted:
@@ -166,3 +182,15 @@ def _read_gzip_fast(path: Path) -> Mask | None:
                           offset=offset - HEADER_SIZE).reshape(shape, order="F")
     zooms = tuple(float(z) for z in header.get_zooms()[: array.ndim])
     return Mask(array=array, spacing=zooms, affine=header.get_best_affine(), path=str(path))
+
+
+def _magic(head: bytes, suffix: str) -> bool:
+    """gzip for .nii.gz; a NIfTI-1/2 ``sizeof_hdr`` (348 or 540, either byte order) for .nii."""
+    if suffix == ".nii.gz":
+        return head.startswith(b"\x1f\x8b")
+    return len(head) >= HEADER_SIZE and (int.from_bytes(head[:4], "little") in (348, 540)
+                                         or int.from_bytes(head[:4], "big") in (348, 540))
+
+
+FORMAT = Format(name="NIfTI", suffixes=(".nii.gz", ".nii"), magic=_magic, probe=probe,
+                read=read)

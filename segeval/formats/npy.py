@@ -11,9 +11,10 @@ import numpy as np
 from segeval import errors
 from segeval.errors import CaseError
 from segeval.formats.mask import Header, Mask, squeezed_shape
+from segeval.formats.spec import Format, Limits
 
 
-def probe(path: Path, head: bytes = b"") -> Header:
+def probe(path: Path, head: bytes, limits: Limits) -> Header:
     with open(path, "rb") as stream:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -36,3 +37,8 @@ def probe(path: Path, head: bytes = b"") -> Header:
 def read(path: Path) -> Mask:
     array = np.load(path, allow_pickle=False)
     return Mask(array=array, spacing=(1.0,) * array.ndim, path=str(path))
+
+
+FORMAT = Format(name="NumPy", suffixes=(".npy",),
+                magic=lambda head, suffix: head.startswith(b"\x93NUMPY"), probe=probe,
+                read=read)

@@ -27,6 +27,7 @@ import numpy as np
 from segeval import errors
 from segeval.errors import CaseError
 from segeval.formats.mask import Header, Mask, squeezed_shape
+from segeval.formats.spec import Format, Limits
 
 MEMBER = "probabilities"
 
@@ -50,7 +51,7 @@ def _array_header(stream: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format.read_array_header_2_0(stream)
 
 
-def probe(path: Path, head: bytes = b"") -> Header:
+def probe(path: Path, head: bytes, limits: Limits) -> Header:
     with zipfile.ZipFile(path) as archive:
         info = _member(archive, path)
         with archive.open(info) as stream:
@@ -72,3 +73,8 @@ def read(path: Path) -> Mask:
         with archive.open(info) as stream:
             array = np.lib.format.read_array(stream, allow_pickle=False)
     return Mask(array=array, spacing=(1.0,) * array.ndim, path=str(path))
+
+
+FORMAT = Format(name="NumPy archive", suffixes=(".npz",),
+                magic=lambda head, suffix: head.startswith(b"PK\x03\x04"), probe=probe,
+                read=read)

@@ -27,16 +27,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from segeval import errors
 from segeval.errors import CaseError
 from segeval.formats.mask import Header, Mask
+from segeval.formats.spec import Format, Limits
 
-try:  # libpng via imagecodecs: optional, Pillow decodes everything without it
-    from imagecodecs import png_decode as _png_decode
-except ImportError:  # pragma: no cover - depends on the platform's wheels
-    _png_decode = None  # type: ignore[assignment]
+_UNLOADED: Any = object()
+_png_decode: Any = _UNLOADED  # libpng via imagecodecs, imported on first use (or None)
+
+
+def _decoder() -> Any:
+    """imagecodecs' ``png_decode`` (optional: Pillow decodes everything without it), or None."""
+    global _png_decode
+    if _png_decode is _UNLOADED:
+        try:
+            from imagecodecs import png_decode
+        except ImportError:  # pragma: no cover - depends on the platform's wheels
+            _png_decode = None
+        else:
+            logging.getLogger("imagecodecs").addHandler(_LIBPNG_WARNINGS)
+            _png_decode = png_decode
+    return _png_decode
 
 
 class _LibpngWarnings(logging.Handler):
@@ -67,14 +79,14 @@ class _LibpngWarnings(logging.Handler):
 
 
 _LIBPNG_WARNINGS = _LibpngWarnings()
-if _png_decode is not None:
-    logging.getLogger("imagecodecs").addHandler(_LIBPNG_WARNINGS)
 
 LABEL_MODES = {"1", "L", "P", "I;16", "I;16B", "I;16L", "I"}
 
 
 @contextmanager
 def _open(path: Path) -> Iterator[Any]:
+    from PIL import Image
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -99,6 +111,8 @@ def _ihdr(path: Path, head: bytes) -> tuple[int, int, int, int, int] | None:
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if width <= 0 or height <= 0:
         return None
+    from PIL import Image
+
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and width * height > limit:
         raise CaseError(errors.E_TOO_LARGE,
@@ -108,7 +122,7 @@ def _ihdr(path: Path, head: bytes) -> tuple[int, int, int, int, int] | None:
     return width, height, head[24], head[25], head[28]
 
 
-def probe(path: Path, head: bytes = b"") -> Header:
+def probe(path: Path, head: bytes, limits: Limits) -> Header:
     """Size and mode from the IHDR chunk in the first bytes (no decoder), with Pillow's
     bomb-guard limits applied; anything unusual is left to Pillow's own parser."""
     ihdr = _ihdr(path, head)
@@ -128,9 +142,22 @@ def read(path: Path) -> Mask:
         with _open(path) as image:
             _check_mode(image.mode, path)
             array = np.array(image)
+        scale = _gray_scale(path)
+        if scale > 1:  # exact: Pillow wrote value * scale
+            array = array // scale
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)  # Pillow's mode "1" bools hold 255 in their bytes
     return Mask(array=array, spacing=(1.0,) * array.ndim, path=str(path))
+
+
+def _gray_scale(path: Path) -> int:
+    """Pillow stretches 2- and 4-bit grayscale to 0..255 (value × 85, value × 17): the
+    factor that gives the stored values (the labels) back exactly, or 1."""
+    with open(path, "rb") as stream:
+        ihdr = _ihdr(path, stream.read(33))
+    if ihdr is None or ihdr[3] != 0 or ihdr[2] not in (2, 4):
+        return 1
+    return 255 // (2 ** ihdr[2] - 1)
 
 
 FAST_DEPTHS = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
@@ -138,7 +165,8 @@ FAST_DEPTHS = {8: np.dtype(np.uint8), 16: np.dtype(np.uint16)}
 
 def _read_fast(path: Path) -> np.ndarray | None:
     """An 8/16-bit grayscale, non-interlaced PNG decoded by libpng, or None for Pillow."""
-    if _png_decode is None:
+    decode = _decoder()
+    if decode is None:
         return None
     with open(path, "rb") as stream:
         head = stream.read(33)
@@ -150,9 +178,11 @@ def _read_fast(path: Path) -> np.ndarray | None:
         data = head + stream.read(limit + 1)
         if len(data) > limit:
             return None  # far larger than its pixels: Pillow reads it in bounded pieces
+    if b"tRNS" in data:
+        return None  # transparency (or a damaged tRNS chunk): Pillow's reading is the rule
     with _LIBPNG_WARNINGS.collecting() as warned:
         try:
-            array = _png_decode(data)
+            array = decode(data)
         except Exception:
             return None  # Pillow decides, and words the error
     if warned:
@@ -168,3 +198,8 @@ def _check_mode(mode: str, path: Path) -> None:
             errors.E_RGB_MASK, f"a {mode} colour image, not a label mask", path,
             "save masks as 8/16-bit grayscale or palette PNG where the pixel value is the "
             "label, e.g. Image.fromarray(labels.astype('uint8'))")
+
+
+FORMAT = Format(name="PNG", suffixes=(".png",),
+                magic=lambda head, suffix: head.startswith(b"\x89PNG\r\n\x1a\n"),
+                probe=probe, read=read)
