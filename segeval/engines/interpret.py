@@ -53,6 +53,9 @@ def count_case(
 ) -> CaseCounts:
     """Counts of one case.  ``prediction=None`` scores an empty prediction."""
     ref = backend.asarray(reference)
+    _check_real(ref, reference_name)
+    if prediction is not None:
+        _check_real(backend.asarray(prediction), prediction_name)
     if prediction is not None and config.prediction_axes is not None:
         prediction = reorder_axes(backend, backend.asarray(prediction), config.prediction_axes,
                                   prediction_name)
@@ -331,8 +334,14 @@ def _count_channels(
     return backend.confusion(ref_labels, backend.argmax0(pred))
 
 
+LABEL_LIMIT = 2.0**63  # labels are counted as int64: a whole float this large would wrap
+
+
 def label_map(backend: Backend, a: Any, name: str) -> Any:
-    """Validate a label map (finite, whole, non-negative) and return it as integers."""
+    """Validate a label map (real, finite, whole, non-negative, below 2**63) and return it
+    as integers.  A float label of 2**63 or more is refused: ``astype(int64)`` would wrap
+    it to a negative number (or INT64_MIN) and count it as another class."""
+    _check_real(a, name)
     if backend.is_bool(a):
         return backend.to_labels(a)
     if backend.is_float(a):
@@ -342,6 +351,13 @@ def label_map(backend: Backend, a: Any, name: str) -> Any:
                             "label map holds non-integer values", name,
                             "labels must be whole numbers; a prediction of probabilities is "
                             "fine, a reference must be labels")
+        low, high = backend.min_max(a)
+        if max(abs(low), abs(high)) >= LABEL_LIMIT:
+            value = high if abs(high) >= abs(low) else low
+            raise CaseError(errors.E_NON_INTEGER_LABELS,
+                            f"label map holds {value:g}, beyond the integer labels segeval "
+                            "counts (|label| < 2**63)", name,
+                            "check the file's scaling (scl_slope/scl_inter) and data type")
     if not backend.can_be_negative(a):
         return backend.to_labels(a)
     low, _ = backend.min_max(a)
@@ -349,6 +365,18 @@ def label_map(backend: Backend, a: Any, name: str) -> Any:
         raise CaseError(errors.E_NEGATIVE_LABEL, f"label map holds negative label {low:g}",
                         name, "labels must be >= 0")
     return backend.to_labels(a)
+
+
+def _check_real(a: Any, name: str) -> None:
+    """Refuse arrays that are not real numbers (complex, text, bytes, records), NumPy or
+    torch, before any comparison with a number is attempted."""
+    dtype = getattr(a, "dtype", None)
+    kind = getattr(dtype, "kind", None)
+    if (kind is not None and kind not in "biuf") or getattr(dtype, "is_complex", False):
+        raise CaseError(errors.E_UNSUPPORTED_FORMAT,
+                        f"the values are not real numbers ({dtype}), neither labels nor "
+                        "probabilities", name,
+                        "save masks as integers (labels) or floats (probabilities)")
 
 
 def _channels_first(backend: Backend, a: Any, axis: int, name: str) -> Any:

@@ -105,8 +105,7 @@ def pair_paths(prediction: Path, reference: Path, prediction_suffix: str | None 
     predictions, ignored_pred, folders = _index_folder(prediction, prediction_suffix)
     if not references:
         raise UsageError("E_USAGE", "no mask files in the reference folder", reference,
-                         "segeval reads .nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd, .png, .npy, "
-                         ".tif")
+                         f"segeval reads {', '.join(SUFFIXES)}")
     cases = []
     for key in sorted(references):
         ref_paths, pred_paths = references[key], predictions.get(key, [])
