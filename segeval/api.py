@@ -23,7 +23,7 @@ from segeval.core.warnings import Declared, PairingFacts, label_facts, run_warni
 from segeval.errors import UsageError
 from segeval.results import CaseResult, Report
 from segeval.run.cases import Pairing, pair_inputs
-from segeval.run.runner import Progress, default_workers, run_cases
+from segeval.run.runner import Progress, default_case_timeout, default_workers, run_cases
 from segeval.version import __version__
 
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
@@ -90,6 +90,8 @@ def evaluate(
         from segeval.run.cache import CountCache  # hashlib & co. only when a cache is used
 
         count_cache = CountCache(cache, config)
+    if case_timeout is None and pairing.from_files and resolved == "cpu" and scheduler is None:
+        case_timeout = default_case_timeout(pairing.cases)  # recorded in the report's run
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
                         progress, case_timeout, count_cache, scheduler)
     relabel_results(results, config)
