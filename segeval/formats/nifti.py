@@ -170,7 +170,9 @@ def _read_gzip_fast(path: Path) -> Mask | None:
     try:
         surplus = inflater.decompress(inflater.unconsumed_tail, TRAILING_LIMIT + 1)
     except Exception:
-        surplus = b""
+        return None  # a corrupt stream (or CRC) after the data: nibabel refuses it
+    if not inflater.eof and len(surplus) <= TRAILING_LIMIT:
+        return None  # the stream does not end (truncated, or its checksum never checked)
     if inflater.eof and inflater.unused_data:  # more gzip members follow the data
         check_inflated_size(path, offset + n_bytes)
     if len(surplus) > TRAILING_LIMIT:
