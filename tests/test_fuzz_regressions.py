@@ -85,6 +85,10 @@ def hostile_headers(secret: Path) -> dict[str, str]:
             headers[f"cr_{where}{suffix}"] = (META_TOP + f"ElementDataFile = {ref}\n"
                                               ).replace("\n", "\r")
             headers[f"list_{where}{suffix}"] = META_TOP + f"ElementDataFile = LIST\n{ref}\n"
+            # found by the release fuzz run: a line without '=' joins the next line's key
+            # in MetaIO, so the first ElementDataFile line is not MetaIO's
+            headers[f"joined_{where}{suffix}"] = (META_TOP + "junk\nElementDataFile = ok.raw\n"
+                                                  + f"ElementDataFile = {ref}\n")
     return headers
 
 

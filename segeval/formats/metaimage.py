@@ -7,6 +7,8 @@ leading white space ignored) and checked:
 * the ``ElementDataFile`` line, in any spelling (any line whose letters spell it), must be
   ``ElementDataFile = LOCAL`` or name a plain file next to the header; ``LIST`` and
   ``%d`` patterns are refused;
+* every line is ``key = value`` (MetaIO reads a key up to ``=`` or ``:``, across line
+  ends: a line without one would join the next line's key and shift its framing);
 * no key may be given twice (MetaIO uses the last ``NDims``, a check of the first one would
   check the wrong one), ``NDims`` is a whole number from 1 to 10 (MetaIO's limit; above it
   MetaIO writes on stdout and crashes), and ``DimSize`` holds ``NDims`` positive sizes.
@@ -46,7 +48,14 @@ def check_header(path: Path) -> tuple[dict[str, str], int]:
     fields: dict[str, str] = {}
     for line in lines:
         text = line.decode("latin-1").lstrip()
-        cut = min((i for i in (text.find("="), text.find(":")) if i >= 0), default=len(text))
+        if not text:
+            continue
+        cut = min((i for i in (text.find("="), text.find(":")) if i >= 0), default=-1)
+        if cut < 0:  # MetaIO reads a key up to '=' or ':' across line ends: refuse
+            raise CaseError(errors.E_UNREADABLE,
+                            f"cannot read: MetaImage header line {text[:60]!r} has no '=' "
+                            "(MetaIO would join it to the next line's key)", path,
+                            "write the header again")
         key, value = text[:cut].strip(), text[cut + 1:].strip()
         if key in fields:
             raise CaseError(errors.E_UNREADABLE, f"MetaImage header: {key!r} given twice", path,
@@ -73,6 +82,11 @@ def check_header(path: Path) -> tuple[dict[str, str], int]:
                         "the header")
     if name not in LOCAL:
         itk.check_data_file(path, name, "MetaImage")
+        with open(path, "rb") as stream:  # a detached header: nothing may follow its end
+            stream.seek(end)
+            if b"elementdatafile" in itk.normalized(stream.read(itk.HEADER_LIMIT)):
+                raise CaseError(errors.E_UNSAFE_PATH, "the MetaImage header names a data "
+                                "file twice", path, "one ElementDataFile line")
     return fields, end
 
 
