@@ -58,6 +58,7 @@ from tests.corpus import (
     nrrd_header,
     png_bytes,
 )
+from tests.fuzzer import png_crcs_fixed
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("1", "2")  # the folder run uses --labels 1,2
@@ -958,24 +959,10 @@ def test_fuzzed_files_load_or_raise_case_error(fuzz_folder, suffix, data):
     else:
         mutated = data.draw(mutations(base, header))
     if suffix == ".png" and data.draw(st.booleans()):
-        mutated = with_png_crcs_fixed(mutated)  # reach the decoder, past the CRC checks
+        mutated = png_crcs_fixed(mutated)  # reach the decoder, past the CRC checks
     path = folder / f"fuzzed{suffix}"
     path.write_bytes(mutated)
     check_fuzzed_file(path)
-
-
-def with_png_crcs_fixed(data: bytes) -> bytes:
-    """Recompute every chunk's CRC where the chunk lengths still add up."""
-    fixed, at = bytearray(data[:8]), 8
-    while at + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[at:at + 4])
-        end = at + 8 + length
-        if end + 4 > len(data):
-            break
-        body = data[at + 4:end]
-        fixed += data[at:end] + struct.pack(">I", zlib.crc32(body))
-        at = end + 4
-    return bytes(fixed + data[at:])
 
 
 def test_fuzz_harness_sees_crashes_and_hangs():
