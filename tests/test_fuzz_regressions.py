@@ -199,6 +199,18 @@ def test_truncated_or_corrupt_zlib_metaimage_is_refused(tmp_path):
         assert raised.value.code == errors.E_UNREADABLE, name
 
 
+def test_compressed_flag_spelled_oddly_still_checks_the_payload(tmp_path):
+    """Found by the release fuzz run: ``CompressedData = True`` followed by a stray byte is
+    still compressed data to MetaIO; the payload check must not be skipped."""
+    volume = labels(4, (20, 18, 16))
+    data, start = compressed_mha(volume, tmp_path / "whole.mha")
+    odd = data.replace(b"CompressedData = True\n", b"CompressedData = True\xff\n", 1)
+    (tmp_path / "odd.mha").write_bytes(odd[: start + 1 + (len(data) - start) // 2])
+    with pytest.raises(CaseError) as raised:
+        load_mask(tmp_path / "odd.mha")
+    assert raised.value.code == errors.E_UNREADABLE
+
+
 def test_corrupt_zlib_in_a_detached_metaimage_is_refused(tmp_path):
     volume = labels(5, (20, 18, 16))
     compressed = zlib.compress(np.ascontiguousarray(volume.T).tobytes())

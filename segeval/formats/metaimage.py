@@ -98,7 +98,9 @@ def probe(path: Path, head: bytes, limits: Limits) -> Header:
 def read(path: Path) -> Mask:
     fields, end = check_header(path)
     mask = itk.read(path, IO_NAME)
-    if fields.get("CompressedData", "").lower() == "true":
+    if fields.get("CompressedData", "False") not in ("False", "false", "FALSE"):
+        # not only "True": MetaIO takes any value starting with T (the release fuzz run
+        # scored "True\xff..." as compressed data from uninitialised memory)
         _check_payload(path, fields, end, mask.array.T)
     return mask
 
