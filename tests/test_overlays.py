@@ -236,8 +236,8 @@ def test_unreadable_cases_warn_and_matplotlib_is_required(tmp_path, monkeypatch)
     {},  # label maps, with a region
     {"logits": "sigmoid"},  # probability map from logits
     {"logits": "sigmoid", "whole": True},  # whole-valued float logits: still logits
-    {"channel_axis": 0, "ignore_index": 2},
-    {"binary": True},  # 0/255 reference, 0/1/2 prediction: the run's label mapping  # channels over a label map with an ignore index
+    {"channel_axis": 0, "ignore_index": 2},  # channels over a label map with an ignore index
+    {"binary": True},  # 0/255 reference, 0/1/2 prediction: the run's label mapping
     {"channel_axis": 0},  # per-class probabilities: argmax
     {"channel_axis": 0, "multilabel": True},  # independent channels
 ])
