@@ -620,10 +620,20 @@ def _exit_at_once(function: object, connection: object) -> None:
     os._exit(3)
 
 
-def test_supervised_pool_with_a_timeout_sends_every_task_alone():
-    with SupervisedPool(hostile_task, 2, timeout=5.0) as pool:
-        results = list(pool.map(list(range(40))))
-    assert results == [i * 10 for i in range(40)] and pool.messages == 40
+def test_supervised_pool_groups_under_a_timeout_and_still_names_the_hang():
+    """With a timeout quick tasks still travel in groups (the deadline of a group is one
+    task's); a group that passes it runs again task by task, so only the hanging task
+    times out, once, and every other result arrives."""
+    items: list[object] = list(range(200))
+    items[120] = "sleep"
+    started = time.monotonic()
+    with SupervisedPool(hostile_task, 2, timeout=1.0) as pool:
+        results = list(pool.map(items))
+    assert pool.messages < len(items) // 2  # grouped (plus the re-runs one by one)
+    assert results[120] == Failure("timeout", "no result after 1 s")
+    assert [r for i, r in enumerate(results) if i != 120] == [
+        i * 10 for i in range(200) if i != 120]
+    assert time.monotonic() - started < 10
 
 
 @pytest.fixture

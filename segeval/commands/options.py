@@ -197,7 +197,10 @@ Device = Annotated[str, typer.Option(
     help="auto|cpu|cuda|cuda:N|mps (auto: where the data is; CPU for files).",
     rich_help_panel=PERFORMANCE)]
 CaseTimeout = Annotated[float | None, typer.Option(
-    help="Seconds one case may take; past it the case is E_TIMEOUT.",
+    help="Seconds one case may take (files on the CPU); a case past it is stopped and "
+    "recorded as E_TIMEOUT. Default: 120 s plus 10 s per MiB of the largest case's files, "
+    "generous for honest volumes: it exists to end hangs. The value used is in the "
+    "report's run.case_timeout.",
     rich_help_panel=PERFORMANCE)]
 Workers = Annotated[int | None, typer.Option(
     help="Parallel workers (default: usable cores, at most 8); results do not depend on it.",

@@ -86,12 +86,13 @@ class SupervisedPool(Generic[T, R]):
     A worker that dies or passes the head's deadline is replaced: the head gets a
     :class:`Failure`, what was queued behind it is sent again.
 
-    Without a ``timeout``, quick tasks travel in groups: once tasks are seen to take less
-    than ``GROUP_SECONDS``, up to ``MAX_GROUP`` of them go in one message and come back in
-    one (for 400 small PNG pairs the messages, not the work, were ~10% of the time).  A
-    group whose worker dies says nothing about which task was at fault, so its tasks are
-    run again one per message, where the failure is attributed exactly (a crashing task
-    runs twice).  With a ``timeout`` every task goes alone, so its deadline is its own.
+    Quick tasks travel in groups: once tasks are seen to take less than ``GROUP_SECONDS``,
+    up to ``MAX_GROUP`` of them go in one message and come back in one (for 400 small PNG
+    pairs the messages, not the work, were ~10% of the time).  A group whose worker dies or
+    passes the deadline says nothing about which task was at fault, so its tasks are run
+    again one per message, where the failure is attributed exactly: a crashing task runs
+    twice, and a hanging one is stopped after at most twice the ``timeout`` (a group of
+    quick tasks has the deadline of one task, ``timeout``).
     ``function`` must be picklable for the spawn start method.
     """
 
@@ -124,7 +125,7 @@ class SupervisedPool(Generic[T, R]):
     def _group_size(self, waiting: int) -> int:
         """How many tasks the next message carries: 1 until tasks are known to be quick,
         and never so many that the last messages leave workers idle."""
-        if self.timeout or not self.finished:
+        if not self.finished:
             return 1
         per_task = self.seconds / self.finished
         size = int(self.GROUP_SECONDS / per_task) if per_task > 0 else self.MAX_GROUP
