@@ -59,9 +59,65 @@ def is_boundary_metric(name: str) -> bool:
     return name in ("hd", "assd", "masd", "nsd") or hd_percentile(name) is not None
 
 
+# --- per case x class values that do not add ---------------------------------------------
+# The one table of facts about "value" metrics (boundary distances now, lesion-wise scores
+# next): tables, CSV, compare, grade, gates and the report's ``units`` read it, never a list
+# of their own.  A value metric is computed per case x class beside the counts; it reduces by
+# the statistics in VALUE_STATISTICS over cases, and by ``macro_imagewise`` (the mean over
+# classes of the per-class means).  ``pooled``, ``macro`` and ``micro`` sum counts first and
+# do not exist for it (null in the report, "—" in tables).
+ValueStatistic = Literal["mean", "std", "median"]
+VALUE_STATISTICS: tuple[str, ...] = get_args(ValueStatistic)
+VALUE_SUMMARIES: tuple[str, ...] = ("macro_imagewise",)
+
+
+@dataclass(frozen=True)
+class ValueMetric:
+    """What every consumer needs to know about one per case x class value metric.
+
+    unit: ``mm``, ``fraction``, ``ml``, ``count`` ... (the report's ``units``);
+    lower_is_better: the direction of "worse" (a rise of a distance is a regression);
+    family: the option that computes it (``boundary``: ``--metrics``).
+    """
+
+    name: str
+    unit: str
+    lower_is_better: bool
+    family: str = "boundary"
+
+
+VALUE_METRICS: dict[str, ValueMetric] = {
+    "hd": ValueMetric("hd", "mm", True),
+    "hd95": ValueMetric("hd95", "mm", True),
+    "assd": ValueMetric("assd", "mm", True),
+    "masd": ValueMetric("masd", "mm", True),
+    "nsd": ValueMetric("nsd", "fraction", False),
+}
+
+
+def value_metric(name: str) -> ValueMetric | None:
+    """The facts of a value metric (any ``hdNN`` is a distance in mm); None for an overlap
+    metric or an unknown name."""
+    if name in VALUE_METRICS:
+        return VALUE_METRICS[name]
+    if hd_percentile(name) is not None:
+        return ValueMetric(name, "mm", True)
+    return None
+
+
 def lower_is_better(name: str) -> bool:
     """Distances improve downwards; every overlap metric and nsd improve upwards."""
-    return is_boundary_metric(name) and name != "nsd"
+    found = value_metric(name)
+    return found is not None and found.lower_is_better
+
+
+def reduction_exists(metric: str, reduction: str) -> bool:
+    """Whether ``per_class[..][reduction]`` / ``summary[reduction]`` of ``metric`` exists:
+    every reduction for overlap metrics; for a value metric only case statistics and
+    ``macro_imagewise``."""
+    if value_metric(metric) is None:
+        return True
+    return reduction in VALUE_STATISTICS or reduction in VALUE_SUMMARIES or reduction == "n_used"
 
 
 # --- what each option changes ------------------------------------------------------------

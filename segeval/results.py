@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from segeval.config import METRICS, EvalConfig
+from segeval.config import METRICS, EvalConfig, value_metric
 from segeval.core.counts import CaseCounts, ClassSpec, CountTable
 from segeval.core.reduce import COUNTS, Reductions, ValueReductions
 from segeval.core.warnings import RunWarning
@@ -140,7 +140,7 @@ class Report:
         macro over classes (in ``macro_imagewise``); null where they do not exist (pooled,
         micro, and ``macro``, which pools counts per class first)."""
         names = list(red.per_case)
-        data["units"] = {m: ("fraction" if m == "nsd" else "mm") for m in names}
+        data["units"] = {m: _unit(m) for m in names}
         values = {m: red.per_case[m].tolist() for m in names}
         for index, case in enumerate(data["cases"]):
             for k, key in enumerate(keys):
@@ -216,6 +216,12 @@ class Report:
     def write_json(self, path: str | Path, data: dict[str, Any] | None = None) -> None:
         """Write atomically: a temporary file in the same folder, then a rename."""
         write_text_atomic(Path(path), self.to_json(data=data) + "\n")
+
+
+def _unit(metric: str) -> str:
+    found = value_metric(metric)
+    assert found is not None, metric  # the reductions hold value metrics only
+    return found.unit
 
 
 def _number(value: Any) -> int | float | None:

@@ -33,6 +33,8 @@ def render(report: Report, console: Console, metrics: tuple[str, ...], per_class
         console.print(_class_table(data, metrics))
     else:
         console.print(_summary_table(data, metrics))
+    if value_metrics(data):
+        console.print(value_table(data))
     if data.get("sweep"):
         console.print(sweep_table(data))
     headline = data["headline"]
@@ -68,6 +70,37 @@ def _summary_table(data: dict[str, Any], metrics: tuple[str, ...]) -> Table:
     for name in ("macro", "macro_imagewise", "micro"):
         row = data["summary"][name]
         table.add_row(name, *(fmt(row[m]) for m in metrics), SUMMARY_NOTES[name])
+    return table
+
+
+def value_metrics(data: dict[str, Any]) -> list[str]:
+    """The per case x class value metrics a report holds (its ``units``), in request order."""
+    return list(data.get("units") or {})
+
+
+def value_table(data: dict[str, Any]) -> Table:
+    """Value metrics (boundary distances, ...) per class: mean ± std and median over cases;
+    the summary row is ``macro_imagewise`` (mean over classes of the class means).  Pooled,
+    macro and micro do not exist for values that do not add: "—"."""
+    names = value_metrics(data)
+    table = Table(title="Per class, over cases (mean ± std, then median); "
+                  "pooled/macro/micro do not exist for these", title_justify="left")
+    table.add_column("class", no_wrap=True)
+    for name in names:
+        table.add_column(f"{name} ({data['units'][name]})", justify="right")
+    table.add_column("cases used", justify="right")
+    for spec in data["classes"]:
+        row = data["per_class"][spec["key"]]
+        used = {row["n_used"][name] for name in names}
+        table.add_row(class_label(spec["key"], spec["name"]),
+                      *(f"{fmt(row['mean'][n])} ± {fmt(row['std'][n])}\n"
+                        f"median {fmt(row['median'][n])}" for n in names),
+                      f"{used.pop()}/{row['n_cases']}" if len(used) == 1 else
+                      ", ".join(f"{n} {row['n_used'][n]}" for n in names))
+    summary = data["summary"]
+    table.add_section()
+    table.add_row("macro_imagewise", *(fmt(summary["macro_imagewise"][n]) for n in names), "")
+    table.add_row("macro, micro", *("—" for _ in names), "")
     return table
 
 
@@ -131,21 +164,24 @@ CSV_FIELDS = ("case", "status", "error_code", "class", "name", *COUNTS, *METRICS
 
 
 def to_csv(report: Report) -> str:
-    """One row per case × class with counts and metrics; unscored cases get one row."""
+    """One row per case × class with counts and metrics, then the requested value metrics
+    (columns named by their JSON keys; units in the JSON report's ``units``: mm, fraction);
+    unscored cases get one row.  An empty cell is a null (undefined) value."""
     data = report.to_dict()
+    values = value_metrics(data)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow((*CSV_FIELDS, *values))
     for case in data["cases"]:
         if not case["metrics"]:
             writer.writerow([case["id"], case["status"], case["error_code"] or "", "", "",
-                             *[""] * (len(COUNTS) + len(METRICS))])
+                             *[""] * (len(COUNTS) + len(METRICS) + len(values))])
             continue
         for spec in data["classes"]:
             row = case["metrics"][spec["key"]]
             writer.writerow([case["id"], case["status"], case["error_code"] or "", spec["key"],
                              spec["name"], *(_csv_value(row[c]) for c in COUNTS),
-                             *(_csv_value(row[m]) for m in METRICS)])
+                             *(_csv_value(row.get(m)) for m in (*METRICS, *values))])
     return buffer.getvalue()
 
 
