@@ -79,3 +79,60 @@ def test_csv_has_the_requested_value_columns():
     assert math.isclose(float(by["case_000", "1"]["dice"]), 2 * 90 / 200)
     overlap_only = to_csv(evaluate(*square_pair(1, 4)))
     assert overlap_only.splitlines()[0].endswith("specificity")
+
+
+# ---------------------------------------------------------------- compare
+
+def test_compare_flags_a_rise_of_a_distance_beyond_max_drop():
+    from segeval.verdicts.compare import compare_reports
+
+    baseline = two_case_report().to_dict()  # hd: class 1 mean 2, class 2 mean 4; macro 3
+    worse = two_case_report(((1, 4), (5, None))).to_dict()  # class 1: (1 + 5) / 2 = 3
+    result = compare_reports(baseline, worse, metric="hd", max_drop=0.5)
+    assert result.reduction == "macro_imagewise" and result.statistic == "mean"
+    rows = {row.key: row for row in result.rows}
+    assert rows["1"].delta == pytest.approx(1.0) and rows["1"].regressed
+    assert rows["2"].delta == 0.0 and not rows["2"].regressed
+    assert rows["macro_imagewise"].delta == pytest.approx(0.5)  # (3 + 4)/2 - 3
+    assert not rows["macro_imagewise"].regressed  # exactly max_drop is allowed
+    assert "macro" not in rows and "micro" not in rows
+    assert "do not exist" in result.notes[0] and "rose" in result.verdict
+    assert result.allowed == "max rise 0.5 mm"
+    # the same change the other way is an improvement, not a regression
+    assert not compare_reports(worse, baseline, metric="hd", max_drop=0.5).regressed
+    # nsd is higher-is-better: it fell for class 1 (shift 5 leaves fewer voxels within 1 mm)
+    nsd = compare_reports(baseline, worse, metric="nsd", max_drop=0.01)
+    assert {r.key for r in nsd.regressions} >= {"1"} and "dropped" in nsd.verdict
+
+
+def test_compare_explains_missing_values_and_reductions():
+    from segeval.errors import UsageError
+    from segeval.verdicts.compare import compare_reports
+
+    baseline = two_case_report().to_dict()
+    with pytest.raises(UsageError, match="does not exist for hd"):
+        compare_reports(baseline, baseline, metric="hd", reduction="macro")
+    with pytest.raises(UsageError, match="has no hd95 values"):
+        compare_reports(baseline, baseline, metric="hd95")
+    with pytest.raises(UsageError, match="not one of"):
+        compare_reports(baseline, baseline, metric="hdx")
+
+
+def test_compare_cli_exit_codes_for_hd(tmp_path):
+    from typer.testing import CliRunner
+
+    from segeval.commands.app import app
+
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    two_case_report().write_json(old)
+    two_case_report(((1, 4), (5, None))).write_json(new)
+    runner = CliRunner()
+    regressed = runner.invoke(app, ["compare", str(old), str(new), "--metric", "hd",
+                                    "--max-drop", "0.5"])
+    assert regressed.exit_code == 1, regressed.output
+    assert "max rise 0.5 mm" in regressed.output and "do not exist" in regressed.output
+    assert runner.invoke(app, ["compare", str(old), str(new), "--metric", "hd",
+                               "--max-drop", "1"]).exit_code == 0
+    bad = runner.invoke(app, ["compare", str(old), str(new), "--metric", "hd",
+                              "--reduction", "micro"])
+    assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -2,8 +2,9 @@
 
 Registered on the main app by ``segeval.commands.app`` (``register(app)``).  Exit codes:
 
-  0  no compared value dropped by more than --max-drop
-  1  a regression: some value dropped by more than --max-drop (or became undefined)
+  0  no compared value moved by more than --max-drop in the bad direction
+  1  a regression: some value dropped (a distance: rose) by more than --max-drop (or became
+     undefined)
   2  the reports are not comparable (classes, number-changing config), a report cannot be
      read, or a bad option
   4  internal error (a bug: please report it)
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from segeval.verdicts.compare import Comparison
 
 COMPARE_EXIT_CODES = (
-    "Exit codes: 0 no regression; 1 a value dropped by more than --max-drop (or became "
+    "Exit codes: 0 no regression; 1 a value dropped (a distance: rose) by more than "
+    "--max-drop (or became "
     "undefined); 2 reports not comparable or unreadable, or a bad option; 4 internal error."
 )
 COMPARE_HELP = (
@@ -52,10 +54,13 @@ def register(app: typer.Typer) -> None:
 def compare(
     baseline: BaselineArg,
     current: CurrentArg,
-    metric: Annotated[str, typer.Option(help=f"{'|'.join(METRICS)}: the metric compared.")]
-    = "dice",
+    metric: Annotated[str, typer.Option(
+        help=f"{'|'.join(METRICS)}, or a boundary metric in both reports (hd, hd95, assd, "
+        "masd, nsd): the metric compared.")] = "dice",
     max_drop: Annotated[float, typer.Option(
-        help="A value that drops by more than this is a regression.")] = 0.01,
+        help="The largest allowed change in the bad direction: a drop for dice & co. and "
+        "nsd, a rise in mm for distances (hd95, assd, ...). Beyond it: a regression.")]
+    = 0.01,
     reduction: Annotated[str | None, typer.Option(
         help=f"{'|'.join(HEADLINES)}: per-class values are those this reduction averages "
         "(case mean for macro_imagewise, pooled otherwise); default: the baseline's "

@@ -261,7 +261,7 @@ def comparison_markdown(comparison: Comparison) -> str:
     icon = "❌" if c.regressed else "✅"
     lines = [f"### segeval compare: {icon} {md_cell(c.verdict)}", "",
              f"{c.metric}; per class: {c.statistic} (reduction {c.reduction}); "
-             f"max drop {c.max_drop:g}; {c.n_paired_cases} cases in both reports", ""]
+             f"{c.allowed}; {c.n_paired_cases} cases in both reports", ""]
     test_header = " | test" if c.test != "none" else ""
     lines += [f"| | baseline | current | delta{test_header} | |",
               "|---|---:|---:|---:|" + ("---|" if test_header else "") + ":---:|"]
@@ -297,13 +297,13 @@ def row_text(comparison: Comparison, item: ComparisonRow) -> str:
     """One line: ``dice 2 tumour (pooled): 0.8000 → 0.7000 (-0.1000; max drop 0.01)``."""
     where = f"({comparison.statistic})" if item.kind == "class" else "(summary)"
     text = (f"{comparison.metric} {item.label} {where}: {fmt(item.baseline)} → "
-            f"{fmt(item.current)} ({signed(item.delta)}; max drop {comparison.max_drop:g})")
+            f"{fmt(item.current)} ({signed(item.delta)}; {comparison.allowed})")
     return text + (f"; {item.test.summary()}" if item.test else "")
 
 
 def case_notes(comparison: Comparison) -> list[str]:
     """The lines under the table: the per-case test and case-set differences."""
-    c, notes = comparison, []
+    c, notes = comparison, list(comparison.notes)
     if c.case_test is not None:
         notes.append(f"Paired {c.case_test.method} over cases (per-case mean over classes of "
                      f"{c.metric}): {c.case_test.summary()}")

@@ -253,7 +253,7 @@ def comparison_table(comparison: Comparison) -> Table:
 
     c = comparison
     table = Table(title=f"{c.metric}: baseline → current (per class {c.statistic}, "
-                  f"reduction {c.reduction}; max drop {c.max_drop:g})", title_justify="left")
+                  f"reduction {c.reduction}; {c.allowed})", title_justify="left")
     table.add_column("class / reduction", no_wrap=True)
     for name in ("baseline", "current", "delta"):
         table.add_column(name, justify="right")

@@ -7,9 +7,17 @@ same reference set) and returns a :class:`Comparison`:
   the reduction is ``macro`` or ``micro``, ``per_class[key].mean`` when it is
   ``macro_imagewise`` — the per-class values that reduction averages;
 * the three summary values, ``summary.macro``, ``summary.micro``, ``summary.macro_imagewise``;
-* ``delta = current - baseline`` on each row, and ``regressed`` when
-  ``delta < -max_drop``, or when the baseline value is defined and the current one is not
-  (a value that vanishes fails safe, as an undefined value misses a ``--fail-under`` bar).
+* ``delta = current - baseline`` on each row, and ``regressed`` when the value moved by
+  more than ``max_drop`` in the bad direction: ``delta < -max_drop`` for a higher-is-better
+  metric, ``delta > max_drop`` for a lower-is-better one (a distance such as ``hd95``, whose
+  ``max_drop`` is then a rise in mm); or when the baseline value is defined and the current
+  one is not (a value that vanishes fails safe, as an undefined value misses a
+  ``--fail-under`` bar).
+
+Per case x class value metrics (``hd95``, ``nsd``, ...; :data:`segeval.config.VALUE_METRICS`)
+have per class the case ``mean`` and, as summary, only ``macro_imagewise``: the reduction
+defaults to it, the summary rows that do not exist are left out and named in ``notes``, and
+asking for ``macro``/``micro`` or for a metric the reports lack is a usage error that says why.
 
 The run regressed when any row did.  Reports that cannot be compared raise
 :class:`NotComparable` (exit 2): different class sets, or any ``config`` field other than
@@ -45,7 +53,13 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from segeval.config import HEADLINES, METRICS, fields_that_change
+from segeval.config import (
+    HEADLINES,
+    METRICS,
+    fields_that_change,
+    reduction_exists,
+    value_metric,
+)
 from segeval.errors import UsageError
 
 TestName = Literal["none", "wilcoxon", "bootstrap"]
@@ -268,6 +282,20 @@ class Comparison:
     n_paired_cases: int = 0
     cases_only_in_baseline: list[str] = field(default_factory=list)
     cases_only_in_current: list[str] = field(default_factory=list)
+    lower_is_better: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def change_words(self) -> tuple[str, str]:
+        """("dropped", "max drop") or, for a lower-is-better metric, ("rose", "max rise")."""
+        return ("rose", "max rise") if self.lower_is_better else ("dropped", "max drop")
+
+    @property
+    def allowed(self) -> str:
+        """``max drop 0.01`` or ``max rise 2 mm``."""
+        facts = value_metric(self.metric)
+        suffix = f" {facts.unit}" if facts is not None and facts.unit != "fraction" else ""
+        return f"{self.change_words[1]} {self.max_drop:g}{suffix}"
 
     @property
     def rows(self) -> list[ComparisonRow]:
@@ -283,17 +311,19 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
+        moved = self.change_words[0]
         if not self.regressed:
-            return f"ok: no {self.metric} value dropped by more than {self.max_drop:g}"
+            return f"ok: no {self.metric} value {moved} by more than {self.max_drop:g}"
         names = ", ".join(row.label for row in self.regressions)
-        return (f"REGRESSED: {len(self.regressions)} {self.metric} value(s) dropped by more "
+        return (f"REGRESSED: {len(self.regressions)} {self.metric} value(s) {moved} by more "
                 f"than {self.max_drop:g}: {names}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (no NaN: undefined values are None)."""
         return {
             "metric": self.metric, "reduction": self.reduction, "statistic": self.statistic,
-            "max_drop": self.max_drop, "test": self.test, "regressed": self.regressed,
+            "max_drop": self.max_drop, "lower_is_better": self.lower_is_better,
+            "test": self.test, "regressed": self.regressed, "notes": self.notes,
             "classes": [row.to_dict() for row in self.classes],
             "summary": [row.to_dict() for row in self.summary],
             "case_test": None if self.case_test is None else self.case_test.to_dict(),
@@ -315,8 +345,13 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
     """
     _check_options(metric, max_drop, reduction, test, n_boot)
     check_comparable(baseline, current)
-    chosen = reduction or str(baseline["headline"]["reduction"])
+    facts = value_metric(metric)
+    if facts is not None:
+        _check_value_metric(baseline, current, metric, reduction)
+    chosen = reduction or ("macro_imagewise" if facts is not None
+                           else str(baseline["headline"]["reduction"]))
     statistic: Literal["pooled", "mean"] = "mean" if chosen == "macro_imagewise" else "pooled"
+    worse = 1.0 if facts is not None and facts.lower_is_better else -1.0
     base_cases, cur_cases = _case_metrics(baseline), _case_metrics(current)
     paired_ids = [case_id for case_id in base_cases if case_id in cur_cases]
 
@@ -325,7 +360,7 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
         old_value, new_value = _value(old), _value(new)
         delta = None if old_value is None or new_value is None else new_value - old_value
         regressed = (old_value is not None and new_value is None) or \
-            (delta is not None and delta < -max_drop - DELTA_TOLERANCE)
+            (delta is not None and worse * delta > max_drop + DELTA_TOLERANCE)
         tested = None if pairs is None else paired_test(
             [b - a for a, b in pairs], test, seed=seed, n_boot=n_boot)
         return ComparisonRow(kind, key, name, old_value, new_value, delta, regressed, tested)
@@ -343,8 +378,14 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
             pairs(_class_value(spec["key"], metric)))
         for spec in current["classes"]
     ]
+    summaries = [name for name in HEADLINES if reduction_exists(metric, name)]
     summary = [row("summary", name, name, baseline["summary"][name][metric],
-                   current["summary"][name][metric]) for name in HEADLINES]
+                   current["summary"][name][metric]) for name in summaries]
+    notes = [] if facts is None else [
+        f"{metric} is a per case x class value ({facts.unit}; "
+        f"{'lower' if facts.lower_is_better else 'higher'} is better): per class the mean "
+        f"over cases; {', '.join(n for n in HEADLINES if n not in summaries)} do not exist "
+        "(values of different cases do not pool) and are not compared"]
     case_pairs = pairs(lambda case: _case_score(case, metric))
     return Comparison(
         metric=metric, reduction=chosen, statistic=statistic, max_drop=max_drop,
@@ -353,7 +394,23 @@ def compare_reports(baseline: Mapping[str, Any], current: Mapping[str, Any],
         n_paired_cases=len(paired_ids),
         cases_only_in_baseline=sorted(set(base_cases) - set(cur_cases)),
         cases_only_in_current=sorted(set(cur_cases) - set(base_cases)),
+        lower_is_better=facts is not None and facts.lower_is_better, notes=notes,
     )
+
+
+def _check_value_metric(baseline: Mapping[str, Any], current: Mapping[str, Any],
+                        metric: str, reduction: str | None) -> None:
+    """A value metric must be in both reports, and the reduction must exist for it."""
+    for side, report in (("baseline", baseline), ("current", current)):
+        if metric not in (report.get("units") or {}):
+            raise UsageError("E_USAGE", f"--metric {metric}: the {side} report has no "
+                             f"{metric} values", hint=f"evaluate both runs with --metrics "
+                             f"{metric}")
+    if reduction is not None and not reduction_exists(metric, reduction):
+        raise UsageError("E_USAGE", f"--reduction {reduction}: does not exist for {metric} "
+                         "(a per case x class value: values of different cases do not pool)",
+                         hint="use --reduction macro_imagewise (the mean over classes of the "
+                         "per-class means over cases)")
 
 
 def check_comparable(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> None:
@@ -422,8 +479,9 @@ def _check_options(metric: str, max_drop: float, reduction: str | None, test: st
     def bad(option: str, problem: str) -> UsageError:
         return UsageError("E_USAGE", f"--{option}: {problem}")
 
-    if metric not in METRICS:
-        raise bad("metric", f"{metric!r} is not one of {', '.join(METRICS)}")
+    if metric not in METRICS and value_metric(metric) is None:
+        raise bad("metric", f"{metric!r} is not one of {', '.join(METRICS)} or a value metric "
+                  "(hd, hdNN, assd, masd, nsd)")
     if not (math.isfinite(max_drop) and max_drop >= 0):
         raise bad("max-drop", f"{max_drop} must be a number >= 0")
     if reduction is not None and reduction not in HEADLINES:
