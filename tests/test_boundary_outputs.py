@@ -136,3 +136,84 @@ def test_compare_cli_exit_codes_for_hd(tmp_path):
     bad = runner.invoke(app, ["compare", str(old), str(new), "--metric", "hd",
                               "--reduction", "micro"])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+# ---------------------------------------------------------------- grade
+
+def _dot_pair(offsets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """One voxel per class on each side, class c's predicted voxel ``offsets[c-1]`` columns
+    away: each side's boundary is that one voxel, so every directed distance, and hence HD95,
+    is the offset (in mm at 1 mm spacing)."""
+    reference = np.zeros((12, 40, 3), np.uint8)
+    prediction = np.zeros_like(reference)
+    for c, offset in enumerate(offsets, start=1):
+        reference[2 + 4 * c, 5, 1] = c
+        prediction[2 + 4 * c, 5 + offset, 1] = c
+    return prediction, reference
+
+
+def test_grade_ranks_hd95_ascending_with_ties_and_value_bootstrap(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    from segeval.verdicts.grade import grade
+
+    teams = {  # per case [class 1, class 2] offsets -> hd95 in mm
+        "alpha": [[1, 3], [1, 3]],  # class means 1, 3 -> macro 2
+        "bravo": [[4, 4], [2, 2]],  # 3, 3 -> 3
+        "charlie": [[3, 1], [1, 3]],  # 2, 2 -> 2 (ties with alpha)
+        "delta": [[0, 0], [0, 0]],  # perfect -> 0
+    }
+    affine = np.eye(4)
+    for case in range(2):
+        (tmp_path / "gt").mkdir(exist_ok=True)
+        nib.save(nib.Nifti1Image(_dot_pair([1, 1])[1], affine), tmp_path / "gt" / f"c{case}.nii.gz")
+        for team, offsets in teams.items():
+            (tmp_path / "subs" / team).mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(_dot_pair(offsets[case])[0], affine),
+                     tmp_path / "subs" / team / f"c{case}.nii.gz")
+    board = grade(tmp_path / "subs", tmp_path / "gt", tmp_path / "out",
+                  rank_by="hd95:macro_imagewise", bootstrap=200, seed=1)
+    rows = {row["team"]: row for row in board.rows()}
+    assert {t: (rows[t]["rank"], rows[t]["score"]) for t in teams} == {
+        "delta": (1, 0.0), "alpha": (2, 2.0), "charlie": (2, 2.0), "bravo": (4, 3.0)}
+    assert rows["bravo"]["per_class"] == {"1": 3.0, "2": 3.0}
+    # resampling 2 cases: bravo's case macros are 4 and 2, so every resample lies in [2, 4]
+    assert 2.0 <= rows["bravo"]["ci_low"] <= rows["bravo"]["ci_high"] <= 4.0
+    assert rows["delta"]["ci_low"] == rows["delta"]["ci_high"] == 0.0
+    assert rows["delta"]["rank_stability"] == 1.0
+    saved = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert saved["rank_by"]["lower_is_better"] is True
+    from typer.testing import CliRunner
+
+    from segeval.commands.app import app
+
+    cli = CliRunner().invoke(app, ["grade", str(tmp_path / "subs"), str(tmp_path / "gt"),
+                                   "--out", str(tmp_path / "cli"), "--rank-by", "hd95",
+                                   "--metrics", "nsd"])
+    assert cli.exit_code == 0, cli.output
+    assert "lower is better" in cli.output
+    ranks = json.loads((tmp_path / "cli" / "leaderboard.json").read_text())["teams"]
+    assert [t["team"] for t in ranks] == ["delta", "alpha", "charlie", "bravo"]
+    team_report = json.loads((tmp_path / "cli" / "delta" / "report.json").read_text())
+    assert team_report["config"]["boundary_metrics"] == ["nsd", "hd95"]
+
+
+def test_resampled_value_scores_mean_per_class_then_macro():
+    from segeval.verdicts.grade import resampled_scores
+
+    # case 0: class 1 HD 1, class 2 HD 4; case 1: class 1 HD 3, class 2 absent (undefined)
+    report = two_case_report(boundary_metrics=["hd"])
+    samples = np.array([[0, 0], [0, 1], [1, 1]])
+    # [0,0]: (1 + 4)/2 = 2.5; [0,1]: class 1 (1+3)/2 = 2, class 2 4 -> 3; [1,1]: only class 1: 3
+    assert resampled_scores(report, "hd", "macro_imagewise", samples).tolist() == [2.5, 3.0, 3.0]
+
+
+def test_rank_by_a_reduction_that_does_not_exist_is_explained():
+    from segeval.errors import UsageError
+    from segeval.verdicts.grade import parse_rank_by
+
+    assert parse_rank_by("hd95") == ("hd95", "macro_imagewise")
+    with pytest.raises(UsageError, match="macro does not exist for hd95"):
+        parse_rank_by("hd95:macro")

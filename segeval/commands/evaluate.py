@@ -131,13 +131,8 @@ def make_command(headline_metric: str | None) -> Any:
                 "geometry": geometry, "geometry_tol": geometry_tol, "max_voxels": max_voxels,
                 "invalid": invalid,
             }
-            tolerance, tolerances = o.parse_tolerance(nsd_tolerance)
-            boundary = o.parse_metrics(metrics)
-            if boundary:
-                options.update(boundary_metrics=boundary, nsd_tolerance=tolerance,
-                               nsd_tolerances=tolerances, surface=surface,
-                               hd_percentile_mode=hd_percentile_mode,
-                               empty_distance=empty_distance)
+            options.update(o.boundary_options(metrics, nsd_tolerance, surface,
+                                              hd_percentile_mode, empty_distance))
             bars = parse_bars(fail_under or [])
             check_bar_classes(bars, EvalConfig.create(**options))
             outputs = Outputs(json=json_paths or [], csv=csv_paths or [],

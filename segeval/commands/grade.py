@@ -35,7 +35,8 @@ def grade_command(
     out: Annotated[Path, typer.Option("--out", help="Output folder (also holds the cache).",
                                       rich_help_panel=o.OUTPUTS)],
     rank_by: Annotated[str, typer.Option(
-        help="METRIC:REDUCTION to rank by, e.g. dice:macro_imagewise or iou:micro.",
+        help="METRIC:REDUCTION to rank by, e.g. dice:macro_imagewise, iou:micro or "
+        "hd95:macro_imagewise (distances rank ascending; computed when ranked by).",
         rich_help_panel=o.SCORES)] = "dice:macro_imagewise",
     bootstrap: Annotated[int, typer.Option(
         help="Case resamples for 95% intervals and rank stability (0 = off).",
@@ -57,6 +58,11 @@ def grade_command(
     scheduler: o.Scheduler = None,
     binary: o.Binary = False,
     map_labels: o.MapLabels = None,
+    metrics: o.Metrics = None,
+    nsd_tolerance: o.NsdTolerance = "1.0",
+    surface: o.SurfaceOpt = "voxel",
+    hd_percentile_mode: o.HdMode = "directed",
+    empty_distance: o.EmptyDistance = "diagonal",
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 3 when any submission or case was invalid, or any team's run "
         "had a warning (W_...).", rich_help_panel=o.CI)] = False,
@@ -76,6 +82,8 @@ def grade_command(
             "ignore_index": ignore_index,
             "threshold": main_threshold, "sweep": sweep, "beta": beta, "missing": missing,
             "invalid": invalid, "geometry": geometry, "max_voxels": max_voxels,
+            **o.boundary_options(metrics, nsd_tolerance, surface, hd_percentile_mode,
+                                 empty_distance, also=o.boundary_rank_metric(rank_by)),
         }
         if html_path is not None:
             from segeval.outputs.plots import require_matplotlib

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -359,6 +359,29 @@ def parse_metrics(text: str | None) -> list[str]:
                          hint=f"overlap: {', '.join(METRICS)}; boundary: hd, hd95 (any "
                          "hdNN), assd, masd, nsd; or all")
     return list(dict.fromkeys(n for n in names if is_boundary_metric(n)))
+
+
+def boundary_options(metrics: str | None, nsd_tolerance: str, surface: str,
+                     hd_percentile_mode: str, empty_distance: str,
+                     also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """EvalConfig fields of the boundary-metric options (none when no boundary metric is
+    asked for, so an overlap-only run keeps its config, cache key and comparability).
+    ``also``: metrics needed anyway (grade's --rank-by)."""
+    boundary = list(dict.fromkeys([*parse_metrics(metrics), *also]))
+    if not boundary:
+        return {}
+    tolerance, tolerances = parse_tolerance(nsd_tolerance)
+    return {"boundary_metrics": boundary, "nsd_tolerance": tolerance,
+            "nsd_tolerances": tolerances, "surface": surface,
+            "hd_percentile_mode": hd_percentile_mode, "empty_distance": empty_distance}
+
+
+def boundary_rank_metric(rank_by: str) -> tuple[str, ...]:
+    """The boundary metric of ``--rank-by hd95:...`` (it must be computed), else none."""
+    from segeval.config import is_boundary_metric
+
+    metric = rank_by.partition(":")[0].strip().lower()
+    return (metric,) if is_boundary_metric(metric) else ()
 
 
 def parse_tolerance(text: str) -> tuple[float, dict[str, float]]:

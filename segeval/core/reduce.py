@@ -179,5 +179,12 @@ def reduce_values(per_case: dict[str, np.ndarray], ddof: int = 0) -> ValueReduct
         std={m: nanstd(v, axis=0, ddof=ddof) for m, v in per_case.items()},
         median={m: median(v) for m, v in per_case.items()},
         n_used={m: (~np.isnan(v)).sum(axis=0) for m, v in per_case.items()},
-        macro={m: float(nanmean(v)) for m, v in mean.items()},
+        macro={m: float(macro_of_values(v)) for m, v in per_case.items()},
     )
+
+
+def macro_of_values(per_case: np.ndarray) -> np.ndarray:
+    """``macro_imagewise`` of values shaped ``[..., case, class]``: per class the mean over the
+    cases where the value is defined (non-NaN), then the mean over the classes with a mean.
+    Leading axes are kept, so grading's bootstrap passes every resample at once."""
+    return nanmean(nanmean(per_case, axis=-2), axis=-1)

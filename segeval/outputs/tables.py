@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console, Group
 from rich.table import Table
 
-from segeval.config import METRICS
+from segeval.config import METRICS, lower_is_better
 from segeval.core.reduce import COUNTS
 from segeval.results import Report, write_text_atomic
 from segeval.words import SUMMARY_NOTES, class_label, fmt
@@ -198,7 +198,8 @@ def render_leaderboard(board: Any, console: Console) -> None:
     metric, reduction = board.rank_by
     rows = board.rows()
     with_ci = board.bootstrap > 0
-    table = Table(title=f"Leaderboard: {metric} ({reduction}), higher is better",
+    better = "lower" if lower_is_better(metric) else "higher"
+    table = Table(title=f"Leaderboard: {metric} ({reduction}), {better} is better",
                   title_justify="left")
     for name in ("rank", "team", metric):
         table.add_column(name, justify="right" if name != "team" else "left")

@@ -14,8 +14,11 @@ Rules (documented in the README):
 * An invalid submission (unreadable or hostile archive, no mask file at all) is recorded
   with its reason and ranked after every valid one; all others are graded.
 * Ranking: by ``summary[reduction][metric]`` of each team's report (``rank_by``
-  ``"metric:reduction"``).  Higher is better.  Equal scores (exactly equal) share the best
-  of their ranks ("1224" competition ranking); a team whose score is undefined is ranked
+  ``"metric:reduction"``).  Higher is better, except for lower-is-better value metrics
+  (``hd95:macro_imagewise``, distances in mm), which rank ascending; value metrics exist only
+  as ``macro_imagewise`` (per class the mean over cases, then the mean over classes) and are
+  computed for every team when ranked by, whether or not ``boundary_metrics`` names them.
+  Equal scores (exactly equal) share the best of their ranks ("1224" competition ranking); a team whose score is undefined is ranked
   after every defined score.
 * Uncertainty (``bootstrap`` > 0): the same resampled case sets for every team (seeded); for
   each resample every team's score is recomputed from its per-case counts and the teams are
@@ -37,8 +40,15 @@ from typing import Any
 import numpy as np
 
 from segeval.api import evaluate
-from segeval.config import HEADLINES, METRICS, EvalConfig
-from segeval.core.reduce import COUNTS, summarise
+from segeval.config import (
+    HEADLINES,
+    METRICS,
+    EvalConfig,
+    lower_is_better,
+    reduction_exists,
+    value_metric,
+)
+from segeval.core.reduce import COUNTS, macro_of_values, summarise
 from segeval.errors import SegevalError, UsageError
 from segeval.results import Report, write_text_atomic
 
@@ -101,7 +111,8 @@ class Leaderboard:
 
     def to_json(self) -> str:
         data = {
-            "rank_by": {"metric": self.rank_by[0], "reduction": self.rank_by[1]},
+            "rank_by": {"metric": self.rank_by[0], "reduction": self.rank_by[1],
+                        "lower_is_better": lower_is_better(self.rank_by[0])},
             "ties": "equal scores share the best of their ranks (1224 competition ranking)",
             "bootstrap": {"resamples": self.bootstrap, "seed": self.seed,
                           "interval": "2.5th-97.5th percentile of the score over case "
@@ -132,12 +143,19 @@ def _cell(value: Any) -> str:
 
 
 def parse_rank_by(text: str) -> tuple[str, str]:
+    """``METRIC:REDUCTION``; the reduction defaults to ``macro`` (``macro_imagewise`` for a
+    value metric such as ``hd95``, the only one it has)."""
     metric, _, reduction = text.partition(":")
-    reduction = reduction or "macro"
-    if metric not in METRICS or reduction not in HEADLINES:
+    value = value_metric(metric) is not None
+    reduction = reduction or ("macro_imagewise" if value else "macro")
+    if (metric not in METRICS and not value) or reduction not in HEADLINES:
         raise UsageError("E_USAGE", f"--rank-by {text!r}: expected METRIC:REDUCTION with a "
-                         f"metric in {', '.join(METRICS)} and a reduction in "
-                         f"{', '.join(HEADLINES)}")
+                         f"metric in {', '.join(METRICS)} (or hd, hdNN, assd, masd, nsd) and "
+                         f"a reduction in {', '.join(HEADLINES)}")
+    if not reduction_exists(metric, reduction):
+        raise UsageError("E_USAGE", f"--rank-by {text!r}: {reduction} does not exist for "
+                         f"{metric} (a per case x class value: values of different cases do "
+                         "not pool)", hint=f"use --rank-by {metric}:macro_imagewise")
     return metric, reduction
 
 
@@ -154,6 +172,8 @@ def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
     if not submissions.is_dir():
         raise UsageError("E_USAGE", "not a folder of submissions", submissions)
     options = {**GRADING_DEFAULTS, **options}
+    if value_metric(metric) is not None and metric not in options.get("boundary_metrics", ()):
+        options["boundary_metrics"] = [*options.get("boundary_metrics", ()), metric]
     EvalConfig.create(**options)  # validate once, before any work
     if options.get("labels") is None and not options.get("regions"):
         options["labels"] = reference_labels(reference, options)
@@ -236,22 +256,29 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
 
 
 def team_score(report: Report, metric: str, reduction: str) -> float:
+    """The report's ``summary[reduction][metric]`` (value metrics: ``macro_imagewise``)."""
+    if value_metric(metric) is not None:
+        assert report.distances is not None and reduction == "macro_imagewise"
+        return float(report.distances.macro[metric])
     return float(getattr(report.reductions, reduction)[metric])
 
 
 def rank_teams(teams: list[TeamResult], metric: str, reduction: str) -> None:
-    """Competition ranking ("1224") of the valid teams by score, higher first."""
+    """Competition ranking ("1224") of the valid teams by score, best first."""
     for team in teams:
         if team.report is not None:
             team.score = team_score(team.report, metric, reduction)
-    ranks = competition_ranks([t.score for t in teams if t.report is not None])
+    ranks = competition_ranks([t.score for t in teams if t.report is not None],
+                              ascending=lower_is_better(metric))
     for team, rank in zip([t for t in teams if t.report is not None], ranks, strict=True):
         team.rank = rank
 
 
-def competition_ranks(scores: list[float]) -> list[int]:
-    """Rank 1 for the highest score; equal scores share the best rank; NaN ranks last."""
-    keyed = [(-s if not np.isnan(s) else float("inf")) for s in scores]
+def competition_ranks(scores: list[float], ascending: bool = False) -> list[int]:
+    """Rank 1 for the highest score (the lowest with ``ascending``, for distances); equal
+    scores share the best rank; NaN ranks last."""
+    sign = 1.0 if ascending else -1.0
+    keyed = [(sign * s if not np.isnan(s) else float("inf")) for s in scores]
     return [1 + sum(other < key for other in keyed) for key in keyed]
 
 
@@ -272,7 +299,7 @@ def bootstrap_ranks(teams: list[TeamResult], metric: str, reduction: str, resamp
         team.interval = (float(low), float(high))
     kept = np.zeros(len(valid))
     for column in scores.T:
-        ranks = competition_ranks(list(column))
+        ranks = competition_ranks(list(column), ascending=lower_is_better(metric))
         kept += [rank == team.rank for rank, team in zip(ranks, valid, strict=True)]
     for index, team in enumerate(valid):
         team.rank_stability = float(kept[index] / resamples)
@@ -281,7 +308,12 @@ def bootstrap_ranks(teams: list[TeamResult], metric: str, reduction: str, resamp
 def resampled_scores(report: Report, metric: str, reduction: str,
                      samples: np.ndarray) -> np.ndarray:
     """The team's score on each resample of cases (rows of ``samples``), from counts, by
-    the same definition of the reduction as the report (:func:`segeval.core.reduce.summarise`)."""
+    the same definition of the reduction as the report (:func:`segeval.core.reduce.summarise`);
+    for a value metric from its per case x class values (NaN for unscored cases), by
+    :func:`segeval.core.reduce.macro_of_values` as the report's ``macro_imagewise``."""
+    if value_metric(metric) is not None:
+        assert report.distances is not None
+        return macro_of_values(report.distances.per_case[metric][samples])
     table = report.table
     counts = {name: getattr(table, name)[samples] for name in COUNTS}  # [resample, case, class]
     return summarise(reduction, metric, counts, report.config, scored=table.scored[samples])
