@@ -18,8 +18,8 @@ Rules (documented in the README):
   (``hd95:macro_imagewise``, distances in mm), which rank ascending; value metrics exist only
   as ``macro_imagewise`` (per class the mean over cases, then the mean over classes) and are
   computed for every team when ranked by, whether or not ``boundary_metrics`` names them.
-  Equal scores (exactly equal) share the best of their ranks ("1224" competition ranking); a team whose score is undefined is ranked
-  after every defined score.
+  Equal scores (exactly equal) share the best of their ranks ("1224" competition ranking);
+  a team whose score is undefined is ranked after every defined score.
 * Uncertainty (``bootstrap`` > 0): the same resampled case sets for every team (seeded); for
   each resample every team's score is recomputed from its per-case counts and the teams are
   ranked again.  Reported: the 2.5th/97.5th percentiles of the score and the share of
