@@ -138,7 +138,8 @@ class Report:
     def _add_distances(data: dict[str, Any], keys: list[str], red: ValueReductions) -> None:
         """Boundary metrics beside the overlap metrics: per case, per class mean/std/median,
         macro over classes (in ``macro_imagewise``); null where they do not exist (pooled,
-        micro, and ``macro``, which pools counts per class first)."""
+        micro, and ``macro``, which pools counts per class first).  JSON has no infinity:
+        an infinite distance (``--empty-distance inf``) is written as the string "inf"."""
         names = list(red.per_case)
         data["units"] = {m: _unit(m) for m in names}
         values = {m: red.per_case[m].tolist() for m in names}
@@ -146,18 +147,18 @@ class Report:
             for k, key in enumerate(keys):
                 if key in case["metrics"]:
                     case["metrics"][key].update(
-                        {m: _number(values[m][index][k]) for m in names})
+                        {m: _value_number(values[m][index][k]) for m in names})
         for k, key in enumerate(keys):
             entry = data["per_class"][key]
             entry["pooled"].update({m: None for m in names})
-            entry["mean"].update({m: _number(red.mean[m][k]) for m in names})
-            entry["std"].update({m: _number(red.std[m][k]) for m in names})
-            entry["median"] = {m: _number(red.median[m][k]) for m in names}
+            entry["mean"].update({m: _value_number(red.mean[m][k]) for m in names})
+            entry["std"].update({m: _value_number(red.std[m][k]) for m in names})
+            entry["median"] = {m: _value_number(red.median[m][k]) for m in names}
             entry["n_used"].update({m: int(red.n_used[m][k]) for m in names})
         summary = data["summary"]
         summary["micro"].update({m: None for m in names})
         summary["macro"].update({m: None for m in names})
-        summary["macro_imagewise"].update({m: _number(red.macro[m]) for m in names})
+        summary["macro_imagewise"].update({m: _value_number(red.macro[m]) for m in names})
 
     def _case_dicts(self, keys: list[str]) -> list[dict[str, Any]]:
         # Python lists first: indexing NumPy arrays scalar by scalar cost ~40 ms for 400
@@ -216,6 +217,16 @@ class Report:
     def write_json(self, path: str | Path, data: dict[str, Any] | None = None) -> None:
         """Write atomically: a temporary file in the same folder, then a rename."""
         write_text_atomic(Path(path), self.to_json(data=data) + "\n")
+
+
+def _value_number(value: Any) -> float | str | None:
+    """A value metric as JSON: NaN → None, ±infinity → "inf"/"-inf", else a float."""
+    number = float(value)
+    if math.isnan(number):
+        return None
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    return number
 
 
 def _unit(metric: str) -> str:

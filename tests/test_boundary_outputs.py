@@ -217,3 +217,38 @@ def test_rank_by_a_reduction_that_does_not_exist_is_explained():
     assert parse_rank_by("hd95") == ("hd95", "macro_imagewise")
     with pytest.raises(UsageError, match="macro does not exist for hd95"):
         parse_rank_by("hd95:macro")
+
+
+# ---------------------------------------------------------------- schema, JSON, HTML
+
+def test_report_with_boundary_values_matches_the_schema(validate, schema):
+    data = validate(two_case_report(boundary_metrics=["hd", "hd95", "assd", "masd", "nsd"])
+                    .to_json())
+    assert data["units"] == {"hd": "mm", "hd95": "mm", "assd": "mm", "masd": "mm",
+                             "nsd": "fraction"}
+    assert "units" in schema["properties"]
+    data["cases"][0]["metrics"]["1"]["hd95"] = -1.0  # a negative distance is not valid
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema)
+
+
+def test_infinite_empty_distance_is_valid_json(validate):
+    reference = np.zeros((10, 10), np.uint8)
+    reference[2:5, 2:5] = 1
+    report = evaluate(np.zeros_like(reference), reference, boundary_metrics=["hd"],
+                      empty_distance="inf")
+    data = validate(report.to_json())  # JSON has no infinity: the string "inf"
+    assert data["cases"][0]["metrics"]["1"]["hd"] == "inf"
+    assert data["summary"]["macro_imagewise"]["hd"] == "inf"
+
+
+def test_html_draws_the_boundary_distributions(tmp_path):
+    pytest.importorskip("matplotlib")
+    from segeval.outputs.html import render_html
+
+    page = render_html(two_case_report().to_dict())
+    assert "Distributions of per-case hd (mm)" in page
+    assert "case_000: hd 4.0000" in page and "case_001: hd 3.0000" in page
+    assert "Distributions of per-case nsd (fraction)" in page

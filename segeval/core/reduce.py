@@ -63,8 +63,9 @@ def nanstd(values: np.ndarray, axis: int = 0, ddof: int = 0) -> np.ndarray:
     defined = ~np.isnan(values)
     count = defined.sum(axis=axis)
     mean = nanmean(values, axis=axis)
-    squares = np.where(defined, (values - np.expand_dims(mean, axis)) ** 2, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf: an undefined spread
+        squares = np.where(defined, (values - np.expand_dims(mean, axis)) ** 2,
+                           0.0).sum(axis=axis)
         return np.where(count > ddof, np.sqrt(squares / np.maximum(count - ddof, 1)), np.nan)
 
 

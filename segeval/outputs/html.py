@@ -26,6 +26,7 @@ import base64
 import html
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -128,6 +129,9 @@ def report_sections(report: Mapping[str, Any], overlays: Overlays) -> list[tuple
         ("distributions", f"Distributions of per-case {metric}",
          distribution_section(report, metric)),
     ]
+    sections += [(f"distributions-{name}", f"Distributions of per-case {name} ({unit})",
+                  distribution_section(report, name, unit))
+                 for name, unit in (report.get("units") or {}).items()]
     if report.get("sweep"):
         sections.append(("sweep", "Threshold sweep", sweep_section(report)))
     sections.append(("invalid", "Invalid and missing cases", invalid_section(report)))
@@ -202,18 +206,22 @@ def per_class_section(report: Mapping[str, Any]) -> str:
     )
 
 
-def distribution_section(report: Mapping[str, Any], metric: str) -> str:
+def distribution_section(report: Mapping[str, Any], metric: str,
+                         unit: str = "fraction") -> str:
+    """Per-class box and strip plot of ``metric``'s per-case values (an overlap metric, or a
+    value metric such as ``hd95`` in ``unit``; infinite distances are not drawn)."""
     series = []
     for spec in report["classes"]:
-        points = [(case["id"], value) for case in report["cases"]
-                  if (value := (case.get("metrics") or {}).get(spec["key"], {}).get(metric))
-                  is not None]
+        points = [(case["id"], float(value)) for case in report["cases"]
+                  if isinstance(value := (case.get("metrics") or {}).get(spec["key"], {})
+                                .get(metric), (int, float)) and math.isfinite(value)]
         series.append((class_label(spec["key"], spec.get("name")), points))
     if not any(points for _, points in series):
         return '<p class="note">No case has a defined score.</p>'
     return ('<p class="note">One point per case (hover a point for its case id); the box '
             "spans the quartiles, the line is the median. Undefined (empty) scores are not "
-            "drawn.</p>\n" + _figure(distribution_svg(series, metric), "distribution plot"))
+            "drawn.</p>\n" + _figure(distribution_svg(series, metric, unit),
+                                      "distribution plot"))
 
 
 def sweep_section(report: Mapping[str, Any]) -> str:
@@ -331,7 +339,7 @@ def leaderboard_section(board: Mapping[str, Any]) -> str:
 # ----------------------------------------------------------------------------- plots
 
 def distribution_svg(series: Sequence[tuple[str, Sequence[tuple[str, float]]]],
-                     metric: str) -> str:
+                     metric: str, unit: str = "fraction") -> str:
     """Box and strip plot, one column per class; point ``i`` of class ``k`` has the SVG
     id ``dist-k-i`` and a ``<title>`` naming its case."""
     figure, axes = _axes(min(14.0, 2.0 + 1.3 * len(series)), 3.6)
@@ -353,8 +361,11 @@ def distribution_svg(series: Sequence[tuple[str, Sequence[tuple[str, float]]]],
                     parse_math=False)
     axes.set_xlim(-0.6, len(series) - 0.4)
     low = min((v for _, points in series for _, v in points), default=0.0)
-    axes.set_ylim(min(0.0, low) - 0.02, 1.02)
-    axes.set_ylabel(metric)
+    high = 1.0 if unit == "fraction" else max(
+        (v for _, points in series for _, v in points), default=1.0) or 1.0
+    pad = 0.02 * high
+    axes.set_ylim(min(0.0, low) - pad, high + pad)
+    axes.set_ylabel(metric if unit == "fraction" else f"{metric} ({unit})")
     axes.grid(axis="y", color="#e4e4e4")
     return _svg(figure, "distribution", titles)
 
