@@ -12,6 +12,19 @@ against segeval's on every case it runs (MONAI: voxel convention, rel 1e-5 since
 computes in float32; surface-distance: segeval's ``surfel`` convention, rel 1e-9; MedPy:
 segeval's pooled-percentile HD95 and ASSD, rel 1e-9); a disagreement stops the script.
 
+``--cli`` instead times whole processes on one folder (default ``data/boundary_cli``, 5 cases
+written by ``generate.py``), each run once after a warm-up of the file cache:
+
+* ``segeval evaluate pred/ gt/ --metrics all -q`` (the installed entry point: start-up, file
+  decoding, counting, HD, HD95, ASSD, MASD, NSD, reductions), with the default workers and
+  with ``--workers 1``;
+* MONAI as a user would run it: a fresh ``python`` that imports MONAI, decodes each pair
+  with nibabel and calls ``compute_hausdorff_distance`` (percentile None and 95),
+  ``compute_average_surface_distance(symmetric=True)`` and ``compute_surface_dice``
+  (τ = 1.5 mm) on one-hot tensors of the 3 foreground classes, one case after the other;
+* ``segeval evaluate pred/ gt/ -q`` (overlap only) with this checkout and, with
+  ``--before DIR`` (a checkout of segeval before boundary metrics), with that one.
+
 Also measured: the stray-voxel worst case (5 far voxels added to case 0's prediction, which
 stretch the union bounding box to the whole image) vs the clean case; the peak RSS of all
 boundary metrics on a 1024x1024x512 pair with a large object (a fresh process: ru_maxrss,
@@ -169,6 +182,69 @@ print(f"peak RSS {{peak:.2f}} GiB (masks alone {{held:.2f}} GiB)")
 """
 
 
+MONAI_PROCESS = """
+import sys, warnings
+from pathlib import Path
+import nibabel as nib, numpy as np, torch
+from monai.metrics import (compute_average_surface_distance, compute_hausdorff_distance,
+                           compute_surface_dice)
+warnings.simplefilter("ignore")
+folder = Path(sys.argv[1])
+for path in sorted((folder / "gt").glob("*.nii.gz")):
+    reference = nib.load(path)
+    spacing = tuple(float(z) for z in reference.header.get_zooms())
+    g = np.asarray(reference.dataobj)
+    p = np.asarray(nib.load(folder / "pred" / path.name).dataobj)
+    hot = lambda a: torch.from_numpy(np.stack([a == c for c in range(4)])[None]).float()
+    P, G = hot(p), hot(g)
+    compute_hausdorff_distance(P, G, spacing=spacing)
+    compute_hausdorff_distance(P, G, percentile=95, spacing=spacing)
+    compute_average_surface_distance(P, G, symmetric=True, spacing=spacing)
+    compute_surface_dice(P, G, [1.5] * 3, spacing=spacing)
+"""
+
+
+def wall(command: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def cli_benchmark(data: Path, cases: int, before: Path | None) -> None:
+    """Whole processes on one folder (see the module docstring)."""
+    import os
+    import shutil
+
+    if not (data / "gt" / f"case_{cases - 1:03d}.nii.gz").exists():
+        from generate import generate
+        generate("nifti", data, cases, (256, 256, 160), 4)
+    segeval = shutil.which("segeval") or str(Path(sys.executable).parent / "segeval")
+    pred, gt = str(data / "pred"), str(data / "gt")
+    wall([segeval, "evaluate", pred, gt, "-q"])  # warm the file cache
+    rows = [
+        (f"segeval evaluate {pred} {gt} --metrics all -q",
+         wall([segeval, "evaluate", pred, gt, "--metrics", "all", "-q"])),
+        (f"segeval evaluate {pred} {gt} --metrics all -q --workers 1",
+         wall([segeval, "evaluate", pred, gt, "--metrics", "all", "-q", "--workers", "1"])),
+        ("MONAI 1.6 process (nibabel + HD, HD95, ASSD, NSD)",
+         wall([sys.executable, "-c", MONAI_PROCESS, str(data)])),
+        (f"segeval evaluate {pred} {gt} -q (overlap only, this checkout)",
+         wall([segeval, "evaluate", pred, gt, "-q"])),
+    ]
+    if before is not None:
+        env = {**os.environ, "PYTHONPATH": str(before)}
+        rows.append((f"same, segeval before boundary metrics ({before})",
+                     wall([sys.executable, "-m", "segeval", "evaluate", pred, gt, "-q"], env)))
+    print(f"Whole processes, {cases} cases 256x256x160, 3 classes, {os.cpu_count()} CPUs\n")
+    print("| command | wall s |")
+    print("|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} |")
+    monai = rows[2][1]
+    print(f"\nMONAI / segeval --metrics all: {monai / rows[0][1]:.1f}x (default workers), "
+          f"{monai / rows[1][1]:.1f}x (--workers 1)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,7 +254,17 @@ def main() -> None:
     parser.add_argument("--other-cases", type=int, default=2,
                         help="cases for surface-distance and MedPy (MedPy takes ~1 min each)")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--cli", action="store_true",
+                        help="time whole processes on --data (default data/boundary_cli)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="--cli: a segeval checkout before boundary metrics (PYTHONPATH)")
     args = parser.parse_args()
+    if args.cli:
+        data = args.data if args.data != HERE / "data" / "boundary" else \
+            HERE / "data" / "boundary_cli"
+        cli_benchmark(data, 5 if args.cases == parser.get_default("cases") else args.cases,
+                      args.before)
+        return
 
     if not (args.data / "gt" / f"case_{args.cases - 1:03d}.nii.gz").exists():
         from generate import generate
