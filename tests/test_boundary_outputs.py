@@ -84,7 +84,7 @@ def test_csv_has_the_requested_value_columns():
 # ---------------------------------------------------------------- compare
 
 def test_compare_flags_a_rise_of_a_distance_beyond_max_drop():
-    from segeval.verdicts.compare import compare_reports
+    from segeval.verdicts.regression import compare_reports
 
     baseline = two_case_report().to_dict()  # hd: class 1 mean 2, class 2 mean 4; macro 3
     worse = two_case_report(((1, 4), (5, None))).to_dict()  # class 1: (1 + 5) / 2 = 3
@@ -107,7 +107,7 @@ def test_compare_flags_a_rise_of_a_distance_beyond_max_drop():
 
 def test_compare_explains_missing_values_and_reductions():
     from segeval.errors import UsageError
-    from segeval.verdicts.compare import compare_reports
+    from segeval.verdicts.regression import compare_reports
 
     baseline = two_case_report().to_dict()
     with pytest.raises(UsageError, match="does not exist for hd"):
@@ -157,7 +157,7 @@ def test_grade_ranks_hd95_ascending_with_ties_and_value_bootstrap(tmp_path):
 
     import nibabel as nib
 
-    from segeval.verdicts.grade import grade
+    from segeval.verdicts.leaderboard import grade
 
     teams = {  # per case [class 1, class 2] offsets -> hd95 in mm
         "alpha": [[1, 3], [1, 3]],  # class means 1, 3 -> macro 2
@@ -201,7 +201,7 @@ def test_grade_ranks_hd95_ascending_with_ties_and_value_bootstrap(tmp_path):
 
 
 def test_resampled_value_scores_mean_per_class_then_macro():
-    from segeval.verdicts.grade import resampled_scores
+    from segeval.verdicts.leaderboard import resampled_scores
 
     # case 0: class 1 HD 1, class 2 HD 4; case 1: class 1 HD 3, class 2 absent (undefined)
     report = two_case_report(boundary_metrics=["hd"])
@@ -212,7 +212,7 @@ def test_resampled_value_scores_mean_per_class_then_macro():
 
 def test_rank_by_a_reduction_that_does_not_exist_is_explained():
     from segeval.errors import UsageError
-    from segeval.verdicts.grade import parse_rank_by
+    from segeval.verdicts.leaderboard import parse_rank_by
 
     assert parse_rank_by("hd95") == ("hd95", "macro_imagewise")
     with pytest.raises(UsageError, match="macro does not exist for hd95"):

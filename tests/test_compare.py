@@ -1,6 +1,6 @@
-"""segeval.verdicts.compare and the ``compare`` command: deltas, regressions, comparability, and the
-paired tests (Wilcoxon signed-rank, bootstrap) against hand-enumerated distributions and
-textbook values.
+"""segeval.verdicts.regression and the ``compare`` command: deltas, regressions,
+comparability, and the paired tests (Wilcoxon signed-rank, bootstrap) against
+hand-enumerated distributions and textbook values.
 
 Reports come from ``segeval.evaluate`` on test_gates.py's two 4x4 cases (baseline: class 1
 pooled Dice 0.8, class 2 0.4, macro 0.6, micro 2/3, macro_imagewise (16/21 + 0.4)/2) and on
@@ -25,7 +25,7 @@ import segeval
 from segeval.commands.compare import register
 from segeval.errors import UsageError
 from segeval.outputs.ci import comparison_annotations, comparison_junit, comparison_markdown
-from segeval.verdicts.compare import (
+from segeval.verdicts.regression import (
     NotComparable,
     average_ranks,
     compare_reports,
@@ -370,6 +370,9 @@ def test_junit_and_annotations(perfect, flawed):
     # drops: class 1 .2, class 2 .6, macro .4, micro 1/3, macro_imagewise .419
     assert failed == ["dice:2", "dice:macro", "dice:macro_imagewise"]
     assert root.get("failures") == "3"
+    assert [case.get("classname") for case in cases] == ["segeval.compare.class"] * 2 + [
+        "segeval.compare.summary"] * 3
+    assert root.find("testsuite").get("name") == "segeval.compare"
     lines = comparison_annotations(comparison)
     assert lines[0] == ("::error title=segeval%3A dice 2 tumour regressed::dice 2 tumour "
                         "(pooled): 1.0000 → 0.4000 (-0.6000; max drop 0.35)")

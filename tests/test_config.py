@@ -10,7 +10,7 @@ import pytest
 import segeval
 from segeval.config import EvalConfig, fields_that_change
 from segeval.run.cache import CountCache
-from segeval.verdicts.compare import NotComparable, check_comparable
+from segeval.verdicts.regression import NotComparable, check_comparable
 from tests.test_api import REF_A, REF_B
 
 # A value different from the default for every field, valid on its own.

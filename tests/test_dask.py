@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import segeval
-from segeval.verdicts.grade import grade
+from segeval.verdicts.leaderboard import grade
 
 distributed = pytest.importorskip("distributed", reason="segeval[dask] is not installed")
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"

@@ -245,6 +245,9 @@ def test_junit_parses_back(report):
     assert error is not None and cases[-1].get("name") == "c"
     assert error.get("type") == "E_SHAPE_MISMATCH"
     assert cases[0].findtext("system-out") == "dice (macro) = 0.6000 >= 0.6"
+    # class names are a contract CI dashboards group by (not module paths)
+    assert {case.get("classname") for case in cases} == {"segeval.bars", "segeval.cases"}
+    assert suite.get("name") == "segeval"
 
 
 def test_junit_survives_control_characters(report):

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import segeval
 from segeval.commands.app import app
-from segeval.verdicts.grade import competition_ranks, grade
+from segeval.verdicts.leaderboard import competition_ranks, grade
 from tests.conftest import write_png
 
 C1 = np.zeros((4, 4), np.uint8)
@@ -159,7 +159,7 @@ def test_cli_exit_codes(tmp_path):
 def test_bootstrap_uses_the_reports_own_reductions(reduction):
     """An identity resample and a resample that repeats one case give exactly the report's
     summary for those cases: grading and the report share one definition."""
-    from segeval.verdicts.grade import resampled_scores
+    from segeval.verdicts.leaderboard import resampled_scores
     from tests.test_api import PRED_A, PRED_B, REF_A, REF_B
 
     report = segeval.evaluate({"a": PRED_A, "b": PRED_B}, {"a": REF_A, "b": REF_B})

@@ -19,7 +19,7 @@ import pytest
 
 import segeval
 from segeval.errors import UsageError
-from segeval.verdicts.grade import grade
+from segeval.verdicts.leaderboard import grade
 from tests.conftest import write_png
 
 pytest.importorskip("matplotlib")

@@ -26,7 +26,7 @@ from segeval.errors import ExitCode
 
 if TYPE_CHECKING:
 
-    from segeval.verdicts.compare import Comparison
+    from segeval.verdicts.regression import Comparison
 
 COMPARE_EXIT_CODES = (
     "Exit codes: 0 no regression; 1 a value dropped (a distance: rose) by more than "
@@ -100,7 +100,7 @@ def run_compare(baseline: Path, current: Path, options: dict[str, Any],
     holder: dict[str, Any] = {}
 
     def body() -> ExitCode:
-        from segeval.verdicts.compare import compare_reports, display_differences, load_report
+        from segeval.verdicts.regression import compare_reports, display_differences, load_report
 
         old, new = load_report(baseline), load_report(current)
         holder["comparison"] = compare_reports(old, new, **options)

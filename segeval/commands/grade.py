@@ -74,7 +74,7 @@ def grade_command(
     holder: dict[str, Any] = {}
 
     def body() -> ExitCode:
-        from segeval.verdicts.grade import grade
+        from segeval.verdicts.leaderboard import grade
 
         main_threshold, sweep = o.parse_threshold(threshold)
         options = {

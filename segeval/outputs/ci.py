@@ -1,7 +1,7 @@
 """What CI systems read: Markdown summaries, JUnit XML, GitHub annotations, bar tables.
 
 Renderers of a report dict, bar results (:mod:`segeval.verdicts.gates`) and comparisons
-(:mod:`segeval.verdicts.compare`); they never compute a score.
+(:mod:`segeval.verdicts.regression`); they never compute a score.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from segeval.words import SUMMARY_NOTES, class_label, fmt, signed
 if TYPE_CHECKING:  # types only: a run with no bar or comparison imports neither module
     from rich.table import Table
 
-    from segeval.verdicts.compare import Comparison, ComparisonRow
     from segeval.verdicts.gates import BarResult
+    from segeval.verdicts.regression import Comparison, ComparisonRow
 
 
 def bars_table(results: Sequence[BarResult]) -> Table:
@@ -101,7 +101,7 @@ def to_junit(report: Mapping[str, Any], bar_results: Sequence[BarResult] = ()) -
     tests = [JUnitCase("segeval.bars", result.bar,
                        "passed" if result.passed else "failure", result.verdict)
              for result in bar_results]
-    tests += [JUnitCase("segeval.run.cases", case["id"], "error",
+    tests += [JUnitCase("segeval.cases", case["id"], "error",
                         f"{case['error_code']}: {case['message'] or ''}",
                         error_type=case["error_code"])
               for case in invalid_cases(report)]
@@ -279,11 +279,11 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 def comparison_junit(comparison: Comparison) -> str:
     """JUnit XML: one test case per compared row, a ``<failure>`` when it regressed."""
-    tests = [JUnitCase(f"segeval.verdicts.compare.{item.kind}", f"{comparison.metric}:{item.key}",
+    tests = [JUnitCase(f"segeval.compare.{item.kind}", f"{comparison.metric}:{item.key}",
                        "failure" if item.regressed else "passed", row_text(comparison, item),
                        error_type="Regression" if item.regressed else None)
              for item in comparison.rows]
-    return junit_document("segeval.verdicts.compare", tests)
+    return junit_document("segeval.compare", tests)
 
 
 def comparison_annotations(comparison: Comparison) -> list[str]:

@@ -1,8 +1,9 @@
 """The HTML report: one self-contained file with the tables and plots of a report.
 
 A renderer: it reads the report's JSON form (:meth:`segeval.results.Report.to_dict`), the
-leaderboard's (``leaderboard.json`` of :func:`segeval.verdicts.grade.grade`) and the pictures of
-:func:`segeval.outputs.overlays.write_overlays`, and computes nothing but the layout.
+leaderboard's (``leaderboard.json`` of :func:`segeval.verdicts.leaderboard.grade`) and the
+pictures of :func:`segeval.outputs.overlays.write_overlays`, and computes nothing but the
+layout.
 
 The file opens from disk with no network: CSS is inline, plots are inline SVG written by
 matplotlib (text kept as text, ``svg.fonttype = "none"``, so that it can be searched and

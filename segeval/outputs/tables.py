@@ -19,7 +19,7 @@ from segeval.results import Report, write_text_atomic
 from segeval.words import SUMMARY_NOTES, class_label, fmt
 
 if TYPE_CHECKING:
-    from segeval.verdicts.compare import Comparison
+    from segeval.verdicts.regression import Comparison
 
 
 def render(report: Report, console: Console, metrics: tuple[str, ...], per_class: bool,
@@ -194,7 +194,7 @@ def write_csv(report: Report, path: str | Path) -> None:
 
 
 def render_leaderboard(board: Any, console: Console) -> None:
-    """The leaderboard as a table (from :class:`segeval.verdicts.grade.Leaderboard` rows)."""
+    """The leaderboard as a table (from :class:`segeval.verdicts.leaderboard.Leaderboard` rows)."""
     metric, reduction = board.rank_by
     rows = board.rows()
     with_ci = board.bootstrap > 0

@@ -263,7 +263,7 @@ def all_passed(results: Iterable[BarResult]) -> bool:
 
 
 
-# --- shared output helpers (also used by segeval.verdicts.compare) ------------------------------
+# --- shared output helpers (also used by segeval.verdicts.regression) -------------------
 
 
 
