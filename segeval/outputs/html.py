@@ -37,7 +37,7 @@ from segeval.config import METRICS
 from segeval.errors import UsageError
 from segeval.outputs.plots import require_matplotlib
 from segeval.results import write_text_atomic
-from segeval.words import SUMMARY_NOTES, class_label
+from segeval.words import SUMMARY_NOTES, class_label, fmt
 
 Overlays = Mapping[str, Sequence[tuple[str, str]]]
 SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
@@ -417,7 +417,7 @@ def interval_svg(teams: Sequence[Mapping[str, Any]], metric: str) -> str:
         gid = f"interval-{i}"
         axes.plot([team["score"]], [y], "o", color=POINT, ms=6, gid=gid)
         titles[gid] = (f"{team['team']}: {metric} {team['score']:.4f}, interval "
-                       f"{_plain(team.get('ci_low'))} – {_plain(team.get('ci_high'))}")
+                       f"{_num(team.get('ci_low'))} – {_num(team.get('ci_high'))}")
     _team_ticks(axes, teams)
     axes.set_xlabel(metric)
     axes.grid(axis="x", color="#e4e4e4")
@@ -434,7 +434,7 @@ def stability_svg(teams: Sequence[Mapping[str, Any]]) -> str:
             continue
         gid = f"stability-{i}"
         axes.barh([len(teams) - 1 - i], [value], color=POINT, height=0.6, gid=gid)
-        titles[gid] = f"{team['team']}: keeps rank {_plain(team.get('rank'))} in {value:.1%}"
+        titles[gid] = f"{team['team']}: keeps rank {_num(team.get('rank'))} in {value:.1%}"
     _team_ticks(axes, teams)
     axes.set_xlim(0, 1)
     axes.set_xlabel("share of resamples keeping the observed rank")
@@ -444,7 +444,7 @@ def stability_svg(teams: Sequence[Mapping[str, Any]]) -> str:
 
 def _team_ticks(axes: Any, teams: Sequence[Mapping[str, Any]]) -> None:
     axes.set_yticks([len(teams) - 1 - i for i in range(len(teams))],
-                    labels=[f"{_plain(t.get('rank'))}. {t['team']}" for t in teams],
+                    labels=[f"{_num(t.get('rank'))}. {t['team']}" for t in teams],
                     parse_math=False)
     axes.set_ylim(-0.7, len(teams) - 0.3)
 
@@ -530,18 +530,9 @@ def _mean_std(block: Mapping[str, Any], metric: str) -> str:
 
 
 def _num(value: Any) -> str:
-    """4 decimals for a fraction, a whole number as is, "—" for null."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return _e(value)
-    if isinstance(value, int):
-        return str(value)
-    return str(int(value)) if value.is_integer() and abs(value) > 1 else f"{value:.4f}"
+    """A report value as :func:`segeval.words.fmt` writes it, escaped for HTML."""
+    return _e(fmt(value))
 
-
-def _plain(value: Any) -> str:
-    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _code(value: Any) -> str:

@@ -50,6 +50,7 @@ from segeval.engines.interpret import class_voxels
 from segeval.engines.numpy_backend import NumpyBackend
 from segeval.errors import CaseError, UsageError
 from segeval.formats import case_id, format_suffix, read_mask
+from segeval.words import fmt
 
 COLOURS: dict[str, tuple[float, float, float]] = {
     "TP": (0.0, 0.8, 0.0),  # green: reference and prediction
@@ -445,7 +446,7 @@ def _draw_case(case: Mapping[str, Any], classes: list[Mapping[str, Any]],
 def case_scores(values: Mapping[str, Any], metric: str) -> str:
     """``dice 0.7500 · TP 3 · FP 1 · FN 1`` from one ``cases[i].metrics[class]`` entry."""
     value = values.get(metric)
-    text = f"{metric} {'—' if value is None else f'{value:.4f}'}"
+    text = f"{metric} {fmt(value)}"
     for name in ("tp", "fp", "fn"):
         count = values[name]
         text += f" · {name.upper()} {count:.2f}" if isinstance(count, float) and \
