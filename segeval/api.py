@@ -16,7 +16,7 @@ import numpy as np
 from segeval import errors
 from segeval.config import EvalConfig
 from segeval.core.counts import ClassSpec, Confusion, CountTable
-from segeval.core.reduce import reduce_counts, reduce_values
+from segeval.core.reduce import ValueReductions, reduce_counts, reduce_values
 from segeval.core.relabel import label_mapping, relabel_confusion
 from segeval.core.sweep import sweep_block
 from segeval.core.warnings import Declared, PairingFacts, label_facts, run_warnings
@@ -111,12 +111,29 @@ def evaluate(
            "seconds": round(time.perf_counter() - started, 3),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     sweep = sweep_block([r.counts for r in results], classes, config)
-    distances = None
-    if config.boundary_metrics:
-        distances = reduce_values(distance_table(results, classes, config), config.std_ddof)
     return Report(config, classes, results, table, reduce_counts(table, config), run,
                   pairing.unmatched_predictions, pairing.ignored_files, sweep, warnings,
-                  distances)
+                  value_reductions(results, classes, config))
+
+
+def value_reductions(results: list[CaseResult], classes: list[ClassSpec],
+                     config: EvalConfig) -> ValueReductions | None:
+    """Every per case x class value metric asked for (boundary, then lesion), reduced; lesion
+    counts also pooled, and lesion F1 / RQ from the pooled counts.  None when none is asked."""
+    if not (config.boundary_metrics or config.lesion_metrics):
+        return None
+    per_case = distance_table(results, classes, config) if config.boundary_metrics else {}
+    counts: dict[str, np.ndarray] = {}
+    if config.lesion_metrics:
+        from segeval.config import LESION_COUNTS
+        from segeval.core.lesions import POOLED_LESION_METRICS
+
+        lesions = lesion_value_table(results, classes, config)
+        per_case.update({m: lesions[m] for m in config.lesion_metrics})
+        counts = {m: lesions[m] for m in LESION_COUNTS}
+        return reduce_values(per_case, config.std_ddof, counts, POOLED_LESION_METRICS,
+                             config.lesion_empty or config.empty)
+    return reduce_values(per_case, config.std_ddof)
 
 
 def relabel_results(results: list[CaseResult], config: EvalConfig) -> None:
@@ -154,6 +171,36 @@ def distance_table(results: list[CaseResult], classes: list[ClassSpec],
             if key in keys:
                 for metric, value in values.items():
                     table[metric][i, keys[key]] = value
+    return table
+
+
+def lesion_value_table(results: list[CaseResult], classes: list[ClassSpec],
+                       config: EvalConfig) -> dict[str, np.ndarray]:
+    """``{metric: [case, class]}`` of every lesion metric computed: NaN for a case not scored;
+    a class absent from both of a scored case's masks has no lesion on either side
+    (:func:`segeval.engines.lesions.both_empty_values`: counts 0, ratios by the empty rule)."""
+    from segeval.engines.lesions import both_empty_values
+
+    keys = {spec.key: k for k, spec in enumerate(classes)}
+    empty_by_ndim: dict[int, dict[str, float]] = {}
+    table: dict[str, np.ndarray] = {}
+    for i, result in enumerate(results):
+        if result.counts is None or result.lesions is None:
+            continue
+        found = {key: values for key, values in result.lesions.items() if key in keys}
+        ndim = len(result.shape) if result.shape else 3
+        if len(found) < len(keys) and ndim not in empty_by_ndim:
+            empty_by_ndim[ndim] = both_empty_values(config, ndim)
+        for key, k in keys.items():
+            values = found.get(key) or empty_by_ndim[ndim]
+            for metric, value in values.items():
+                if metric not in table:
+                    table[metric] = np.full((len(results), len(classes)), np.nan)
+                table[metric][i, k] = value
+    if not table:  # nothing scored: every metric undefined
+        from segeval.config import LESION_METRIC_NAMES
+
+        table = {m: np.full((len(results), len(classes)), np.nan) for m in LESION_METRIC_NAMES}
     return table
 
 

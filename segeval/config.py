@@ -26,6 +26,7 @@ Effect = Literal["counts", "scores", "display"]
 UnexpectedRule = Literal["warn", "error"]
 Surface = Literal["voxel", "surfel"]
 PercentileMode = Literal["directed", "pooled"]
+Connectivity = Literal["face", "18", "full"]
 
 METRICS: tuple[str, ...] = get_args(MetricName)
 HEADLINES: tuple[str, ...] = get_args(Headline)
@@ -60,15 +61,20 @@ def is_boundary_metric(name: str) -> bool:
 
 
 # --- per case x class values that do not add ---------------------------------------------
-# The one table of facts about "value" metrics (boundary distances now, lesion-wise scores
-# next): tables, CSV, compare, grade, gates and the report's ``units`` read it, never a list
-# of their own.  A value metric is computed per case x class beside the counts; it reduces by
+# The one table of facts about "value" metrics (boundary distances and lesion-wise metrics):
+# tables, CSV, compare, grade, gates and the report's ``units`` read it, never a list of their
+# own.  A value metric is computed per case x class beside the counts; it always reduces by
 # the statistics in VALUE_STATISTICS over cases, and by ``macro_imagewise`` (the mean over
-# classes of the per-class means).  ``pooled``, ``macro`` and ``micro`` sum counts first and
-# do not exist for it (null in the report, "—" in tables).
+# classes of the per-class means).  ``pooled``, ``macro`` and ``micro`` exist only for the
+# values listed with them in ``ValueMetric.reductions``: lesion counts add over cases, and
+# lesion F1 and RQ are functions of such counts; the others are null in the report and "—"
+# in tables.
 ValueStatistic = Literal["mean", "std", "median"]
 VALUE_STATISTICS: tuple[str, ...] = get_args(ValueStatistic)
 VALUE_SUMMARIES: tuple[str, ...] = ("macro_imagewise",)
+VALUE_REDUCTIONS: tuple[str, ...] = (*VALUE_STATISTICS, "macro_imagewise")
+COUNT_REDUCTIONS: tuple[str, ...] = (*VALUE_REDUCTIONS, "pooled", "micro")
+RATIO_REDUCTIONS: tuple[str, ...] = (*COUNT_REDUCTIONS, "macro")
 
 
 @dataclass(frozen=True)
@@ -77,14 +83,49 @@ class ValueMetric:
 
     unit: ``mm``, ``fraction``, ``ml``, ``count`` ... (the report's ``units``);
     lower_is_better: the direction of "worse" (a rise of a distance is a regression);
-    family: the option that computes it (``boundary``: ``--metrics``).
+    family: the option that computes it (``boundary`` or ``lesion``: ``--metrics``);
+    reductions: those that exist: always ``mean``, ``std``, ``median`` (per class, over
+    cases) and ``macro_imagewise``; ``pooled`` (per class, over cases) and ``micro`` (over
+    classes and cases) for a count, which is summed, and for a ratio of counts (lesion F1,
+    RQ), computed from the summed counts; ``macro`` (mean over classes of ``pooled``) for
+    such a ratio.
     """
 
     name: str
     unit: str
     lower_is_better: bool
     family: str = "boundary"
+    reductions: tuple[str, ...] = VALUE_REDUCTIONS
 
+
+# Lesion counts add over cases (pooled per class, like TP/FP/FN); lesion F1 and RQ are
+# functions of such counts (segeval.core.lesions.POOLED_LESION_METRICS), hence pool too.
+LESION_COUNTS: tuple[str, ...] = (
+    "n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_fp", "lesion_fn",
+    "pq_tp", "pq_fp", "pq_fn",
+)
+LESION_POOLED_RATIOS: tuple[str, ...] = ("lesion_f1", "rq")
+LESION_LOWER_IS_BETTER: frozenset[str] = frozenset({
+    "lesion_fp", "lesion_fn", "pq_fp", "pq_fn", "lesion_count_diff", "fp_volume_ml",
+    "fn_volume_ml", "lesion_hd95",
+})
+
+
+def _lesion_metric(name: str, unit: str) -> ValueMetric:
+    reductions = COUNT_REDUCTIONS if name in LESION_COUNTS else \
+        RATIO_REDUCTIONS if name in LESION_POOLED_RATIOS else VALUE_REDUCTIONS
+    return ValueMetric(name, unit, name in LESION_LOWER_IS_BETTER, "lesion", reductions)
+
+
+# every lesion-wise metric of segeval.core.lesions (definitions there and in the README)
+LESION_UNITS: dict[str, str] = {
+    "n_ref_lesions": "count", "n_pred_lesions": "count", "lesion_tp": "count",
+    "lesion_fp": "count", "lesion_fn": "count", "pq_tp": "count", "pq_fp": "count",
+    "pq_fn": "count", "lesion_f1": "fraction", "lesion_dice": "fraction",
+    "lesion_count_diff": "count", "rq": "fraction", "sq": "fraction", "sq_dice": "fraction",
+    "pq": "fraction", "fp_volume_ml": "ml", "fn_volume_ml": "ml", "lesion_hd95": "mm",
+}
+LESION_METRIC_NAMES: tuple[str, ...] = tuple(LESION_UNITS)
 
 VALUE_METRICS: dict[str, ValueMetric] = {
     "hd": ValueMetric("hd", "mm", True),
@@ -92,6 +133,7 @@ VALUE_METRICS: dict[str, ValueMetric] = {
     "assd": ValueMetric("assd", "mm", True),
     "masd": ValueMetric("masd", "mm", True),
     "nsd": ValueMetric("nsd", "fraction", False),
+    **{name: _lesion_metric(name, unit) for name, unit in LESION_UNITS.items()},
 }
 
 
@@ -105,19 +147,26 @@ def value_metric(name: str) -> ValueMetric | None:
     return None
 
 
+def is_lesion_metric(name: str) -> bool:
+    """True for the lesion-wise metrics (:data:`LESION_METRIC_NAMES`)."""
+    return name in LESION_UNITS
+
+
 def lower_is_better(name: str) -> bool:
-    """Distances improve downwards; every overlap metric and nsd improve upwards."""
+    """Distances, lesion FP/FN counts, the count difference and the volumes improve
+    downwards; every overlap metric, nsd and the other lesion metrics improve upwards."""
     found = value_metric(name)
     return found is not None and found.lower_is_better
 
 
 def reduction_exists(metric: str, reduction: str) -> bool:
     """Whether ``per_class[..][reduction]`` / ``summary[reduction]`` of ``metric`` exists:
-    every reduction for overlap metrics; for a value metric only case statistics and
-    ``macro_imagewise``."""
-    if value_metric(metric) is None:
+    every reduction for overlap metrics; for a value metric those of its
+    ``ValueMetric.reductions`` (and ``n_used``)."""
+    found = value_metric(metric)
+    if found is None:
         return True
-    return reduction in VALUE_STATISTICS or reduction in VALUE_SUMMARIES or reduction == "n_used"
+    return reduction in found.reductions or reduction == "n_used"
 
 
 # --- what each option changes ------------------------------------------------------------
@@ -208,6 +257,22 @@ class EvalConfig:
     invalid: a case whose prediction is invalid is ``exclude``-d from every reduction, or
         also scored as an ``empty`` prediction (the grading default: a broken file must not
         be worth more than no file).  The case keeps its error either way.
+    lesion_metrics: lesion-wise metrics computed per case x class (names in
+        :data:`LESION_METRIC_NAMES`; definitions in segeval.core.lesions).
+    lesion_preset: the name of the preset (``LESION_PRESETS`` in segeval.core.lesions) whose
+        options fill the lesion fields not given explicitly; recorded beside them, expanded.
+    connectivity / connectivity_2d: lesions are connected components under ``face``,
+        ``18`` (3-D only) or ``full`` connectivity; ``connectivity_2d`` replaces it for 2-D
+        images (panoptica).
+    lesion_dilation: BraTS: reference lesions dilated this many times for matching.
+    lesion_min_volume: BraTS: reference lesions of at most this volume (mm³) are dropped.
+    lesion_match_iou / lesion_match_inclusive: PQ's matching rule, IoU > t (>= t inclusive).
+    lesion_empty: the empty rule of lesion ratios; resolved to ``empty`` when not given.
+    lesion_sq_unmatched: sq/sq_dice when lesions exist but none is matched (None: empty rule).
+    lesion_hd95_penalty: lesion-wise HD95 of a missed or false-positive lesion in mm (None:
+        the image diagonal); lesion_hd95_both_empty: its value with no lesion at all (None:
+        undefined).
+    lesion_surface: boundary elements of lesion-wise HD95 (``voxel`` or ``surfel``).
     """
 
     labels: tuple[int, ...] | None = scores(None)
@@ -248,6 +313,20 @@ class EvalConfig:
     surface: Surface = counts("voxel")
     empty_distance: str | float = counts("diagonal")
     spacing: tuple[float, ...] | None = counts(None)
+    # lesion-wise metrics (segeval.core.lesions): per-case values, like the boundary ones
+    lesion_metrics: tuple[str, ...] = counts(())
+    lesion_preset: str | None = display(None)
+    connectivity: Connectivity = counts("full")
+    connectivity_2d: Connectivity | None = counts(None)
+    lesion_dilation: int = counts(0)
+    lesion_min_volume: float = counts(0.0)
+    lesion_match_iou: float = counts(0.5)
+    lesion_match_inclusive: bool = counts(False)
+    lesion_empty: EmptyRule | None = counts(None)
+    lesion_sq_unmatched: float | None = counts(None)
+    lesion_hd95_penalty: float | None = counts(None)
+    lesion_hd95_both_empty: float | None = counts(None)
+    lesion_surface: Surface = counts("voxel")
 
     @classmethod
     def create(cls, **options: object) -> EvalConfig:
@@ -291,6 +370,7 @@ class EvalConfig:
             assert isinstance(sweep, (list, tuple))
             normalised["sweep"] = tuple(sorted({float(t) for t in sweep}))
         _normalise_boundary_options(normalised)
+        _expand_lesion_options(normalised)
         config = cls(**normalised)  # type: ignore[arg-type]
         config.validate()
         return config
@@ -387,6 +467,7 @@ class EvalConfig:
                 raise bad("prediction_axes", "naming c puts the channels first: "
                           f"--channel-axis must be 0, not {self.channel_axis}")
         self._validate_boundary(bad)
+        self._validate_lesions(bad)
 
     def _validate_boundary(self, bad: Any) -> None:
         for name, allowed in (("surface", SURFACES), ("hd_percentile_mode", PERCENTILE_MODES)):
@@ -411,6 +492,37 @@ class EvalConfig:
             raise bad("metrics", "boundary metrics need label maps or thresholded "
                       "probabilities; not available with --soft or --channel-axis")
 
+    def _validate_lesions(self, bad: Any) -> None:
+        unknown = [m for m in self.lesion_metrics if not is_lesion_metric(m)]
+        if unknown:
+            raise bad("metrics", f"{', '.join(unknown)} not lesion metrics",
+                      f"lesion metrics: {', '.join(LESION_METRIC_NAMES)}")
+        for name in ("connectivity", "connectivity_2d"):
+            value = getattr(self, name)
+            if value is not None and value not in get_args(Connectivity):
+                raise bad(name, f"{value!r} is not one of face, 18, full")
+        if self.lesion_empty is not None and self.lesion_empty not in EMPTY_RULES:
+            raise bad("lesion_empty", f"{self.lesion_empty!r} is not one of "
+                      f"{', '.join(EMPTY_RULES)}")
+        if self.lesion_surface not in SURFACES:
+            raise bad("lesion_surface", f"{self.lesion_surface!r} is not one of "
+                      f"{', '.join(SURFACES)}")
+        if isinstance(self.lesion_dilation, bool) or not isinstance(self.lesion_dilation, int) \
+                or self.lesion_dilation < 0:
+            raise bad("lesion_dilation", f"{self.lesion_dilation!r} must be an integer >= 0")
+        if not (math.isfinite(self.lesion_min_volume) and self.lesion_min_volume >= 0):
+            raise bad("lesion_min_volume", "must be a number of mm³ >= 0")
+        if not 0.5 <= self.lesion_match_iou < 1:
+            raise bad("lesion_match_iou", f"{self.lesion_match_iou} is not in [0.5, 1) (below "
+                      "0.5 a lesion could match two, and the matching would need a solver)")
+        for name in ("lesion_sq_unmatched", "lesion_hd95_penalty", "lesion_hd95_both_empty"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise bad(name, f"{value!r} must be a finite number >= 0")
+        if self.lesion_metrics and (self.soft or self.channel_axis is not None):
+            raise bad("metrics", "lesion metrics need label maps or thresholded "
+                      "probabilities; not available with --soft or --channel-axis")
+
     def tolerance_for(self, key: str) -> float:
         """NSD's τ (mm) for the class ``key``: its own, else the global one."""
         return dict(self.nsd_tolerances).get(key, self.nsd_tolerance)
@@ -431,6 +543,7 @@ class EvalConfig:
         data["boundary_metrics"] = list(self.boundary_metrics)
         data["nsd_tolerances"] = {key: t for key, t in self.nsd_tolerances}
         data["spacing"] = None if self.spacing is None else list(self.spacing)
+        data["lesion_metrics"] = list(self.lesion_metrics)
         return data
 
     @classmethod
@@ -445,6 +558,41 @@ class EvalConfig:
         for name in MAPPED:
             options[name] = dict(options.get(name) or {})  # type: ignore[call-overload]
         return cls.create(**options)
+
+
+# LesionOptions (segeval.core.lesions) field -> EvalConfig field, for presets
+LESION_FIELDS: dict[str, str] = {
+    "connectivity": "connectivity", "connectivity_2d": "connectivity_2d",
+    "dilation": "lesion_dilation", "min_ref_volume_mm3": "lesion_min_volume",
+    "match_iou": "lesion_match_iou", "match_inclusive": "lesion_match_inclusive",
+    "empty": "lesion_empty", "sq_unmatched": "lesion_sq_unmatched",
+    "hd95_penalty": "lesion_hd95_penalty", "hd95_both_empty": "lesion_hd95_both_empty",
+    "surface": "lesion_surface",
+}
+
+
+def _expand_lesion_options(options: dict[str, Any]) -> None:
+    """Lists to tuples; a preset's options into the lesion fields not given; numbers to
+    float; ``lesion_empty`` resolved to ``empty`` when lesion metrics are asked for (so the
+    per-case values, cached, carry their rule)."""
+    if options.get("lesion_metrics") is not None:
+        options["lesion_metrics"] = tuple(dict.fromkeys(options["lesion_metrics"]))
+    preset = options.get("lesion_preset")
+    if preset is not None:
+        from segeval.core.lesions import LESION_PRESETS
+
+        if preset not in LESION_PRESETS:
+            raise UsageError("E_USAGE", f"--lesion-preset {preset!r} is not known",
+                             hint=f"presets: {', '.join(LESION_PRESETS)}")
+        for name, value in LESION_PRESETS[preset].items():
+            options.setdefault(LESION_FIELDS[name], value)
+    for name in ("lesion_min_volume", "lesion_match_iou", "lesion_sq_unmatched",
+                 "lesion_hd95_penalty", "lesion_hd95_both_empty"):
+        value = options.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            options[name] = float(value)
+    if options.get("lesion_metrics") and options.get("lesion_empty") is None:
+        options["lesion_empty"] = options.get("empty", "nan")
 
 
 def _normalise_boundary_options(options: dict[str, Any]) -> None:

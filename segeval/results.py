@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from segeval.config import METRICS, EvalConfig, value_metric
+from segeval.config import LESION_COUNTS, METRICS, EvalConfig, value_metric
 from segeval.core.counts import CaseCounts, ClassSpec, CountTable
 from segeval.core.reduce import COUNTS, Reductions, ValueReductions
 from segeval.core.warnings import RunWarning
@@ -44,6 +44,10 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     # boundary metrics: {class key: {metric: value}}, classes absent from both masks left out
     distances: dict[str, dict[str, float]] | None = None
+    # lesion-wise metrics, the same way (every table metric, see segeval.engines.lesions),
+    # and one record per lesion (segeval.core.lesions.lesion_rows, with its class key)
+    lesions: dict[str, dict[str, float]] | None = None
+    lesion_rows: list[dict[str, Any]] | None = None
 
     @property
     def scored(self) -> bool:
@@ -67,7 +71,8 @@ class Report:
     ignored_files: list[str] = field(default_factory=list)
     sweep: dict[str, Any] | None = None
     warnings: list[RunWarning] = field(default_factory=list)
-    distances: ValueReductions | None = None
+    # per case x class value metrics (boundary and lesion-wise), reduced
+    values: ValueReductions | None = None
 
     @property
     def headline(self) -> float:
@@ -130,34 +135,44 @@ class Report:
         }
         if self.sweep is not None:
             data["sweep"] = self.sweep
-        if self.distances is not None:
-            self._add_distances(data, keys, self.distances)
+        if self.values is not None:
+            self._add_values(data, keys, self.values)
         return data
 
     @staticmethod
-    def _add_distances(data: dict[str, Any], keys: list[str], red: ValueReductions) -> None:
-        """Boundary metrics beside the overlap metrics: per case, per class mean/std/median,
-        macro over classes (in ``macro_imagewise``); null where they do not exist (pooled,
-        micro, and ``macro``, which pools counts per class first).  JSON has no infinity:
-        an infinite distance (``--empty-distance inf``) is written as the string "inf"."""
+    def _add_values(data: dict[str, Any], keys: list[str], red: ValueReductions) -> None:
+        """Value metrics (boundary, lesion-wise) beside the overlap metrics: per case, per
+        class mean/std/median, macro over classes (in ``macro_imagewise``); ``pooled``,
+        ``micro`` and ``macro`` where they exist (lesion counts and lesion F1 / RQ:
+        ``ValueMetric.reductions``), null elsewhere.  ``reductions`` lists, per value metric,
+        those that exist.  JSON has no infinity: an infinite distance
+        (``--empty-distance inf``) is written as the string "inf"."""
         names = list(red.per_case)
         data["units"] = {m: _unit(m) for m in names}
+        data["value_reductions"] = {m: _reductions(m) for m in names}
         values = {m: red.per_case[m].tolist() for m in names}
+        counted = [m for m in names if m in LESION_COUNTS]  # whole numbers: JSON integers
         for index, case in enumerate(data["cases"]):
             for k, key in enumerate(keys):
                 if key in case["metrics"]:
-                    case["metrics"][key].update(
-                        {m: _value_number(values[m][index][k]) for m in names})
+                    row = case["metrics"][key]
+                    row.update({m: _value_number(values[m][index][k]) for m in names})
+                    row.update({m: _whole(row[m]) for m in counted})
         for k, key in enumerate(keys):
             entry = data["per_class"][key]
-            entry["pooled"].update({m: None for m in names})
+            entry["pooled"].update({m: _value_number(red.pooled[m][k]) if m in red.pooled
+                                    else None for m in names})
+            entry["pooled"].update({m: _whole(entry["pooled"][m]) for m in counted})
             entry["mean"].update({m: _value_number(red.mean[m][k]) for m in names})
             entry["std"].update({m: _value_number(red.std[m][k]) for m in names})
             entry["median"] = {m: _value_number(red.median[m][k]) for m in names}
             entry["n_used"].update({m: int(red.n_used[m][k]) for m in names})
         summary = data["summary"]
-        summary["micro"].update({m: None for m in names})
-        summary["macro"].update({m: None for m in names})
+        summary["micro"].update({m: _value_number(red.micro[m]) if m in red.micro else None
+                                 for m in names})
+        summary["micro"].update({m: _whole(summary["micro"][m]) for m in counted})
+        summary["macro"].update({m: _value_number(red.pooled_macro[m])
+                                 if m in red.pooled_macro else None for m in names})
         summary["macro_imagewise"].update({m: _value_number(red.macro[m]) for m in names})
 
     def _case_dicts(self, keys: list[str]) -> list[dict[str, Any]]:
@@ -233,6 +248,17 @@ def _unit(metric: str) -> str:
     found = value_metric(metric)
     assert found is not None, metric  # the reductions hold value metrics only
     return found.unit
+
+
+def _whole(value: Any) -> Any:
+    """A lesion count as a JSON integer (null stays null)."""
+    return value if value is None else int(value)
+
+
+def _reductions(metric: str) -> list[str]:
+    found = value_metric(metric)
+    assert found is not None, metric
+    return list(found.reductions)
 
 
 def _number(value: Any) -> int | float | None:

@@ -27,6 +27,11 @@ OTHER_VALUES = {
     "boundary_metrics": ("hd95",), "nsd_tolerance": 2.0, "nsd_tolerances": (("1", 3.0),),
     "hd_percentile_mode": "pooled", "surface": "surfel", "empty_distance": "nan",
     "spacing": (1.0, 2.0),
+    "lesion_metrics": ("lesion_f1",), "lesion_preset": "isles22", "connectivity": "face",
+    "connectivity_2d": "face", "lesion_dilation": 3, "lesion_min_volume": 50.0,
+    "lesion_match_iou": 0.6, "lesion_match_inclusive": True, "lesion_empty": "one",
+    "lesion_sq_unmatched": 0.0, "lesion_hd95_penalty": 374.0, "lesion_hd95_both_empty": 0.0,
+    "lesion_surface": "surfel",
 }
 
 

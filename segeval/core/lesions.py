@@ -58,7 +58,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from segeval.config import EmptyRule
+from segeval.config import LESION_COUNTS, LESION_LOWER_IS_BETTER, EmptyRule
 from segeval.core.metrics import EMPTY_VALUES, score
 
 __all__ = [
@@ -71,11 +71,8 @@ __all__ = [
 Connectivity = Literal["face", "18", "full"]
 CONNECTIVITIES: tuple[str, ...] = get_args(Connectivity)
 
-# Integer counts: they add over cases (pooled per class, like TP/FP/FN).
-LESION_COUNTS: tuple[str, ...] = (
-    "n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_fp", "lesion_fn",
-    "pq_tp", "pq_fp", "pq_fn",
-)
+# Integer counts (LESION_COUNTS, from segeval.config): they add over cases (pooled per
+# class, like TP/FP/FN).
 # Values that do not add: per case x class, averaged over cases, never pooled.
 LESION_VALUES: tuple[str, ...] = (
     "lesion_f1", "lesion_dice", "lesion_count_diff", "rq", "sq", "sq_dice", "pq",
@@ -87,10 +84,7 @@ POOLED_LESION_METRICS: dict[str, tuple[str, str, str]] = {
     "lesion_f1": ("lesion_tp", "lesion_fp", "lesion_fn"),
     "rq": ("pq_tp", "pq_fp", "pq_fn"),
 }
-LOWER_IS_BETTER: frozenset[str] = frozenset({
-    "lesion_fp", "lesion_fn", "pq_fp", "pq_fn", "lesion_count_diff", "fp_volume_ml",
-    "fn_volume_ml", "lesion_hd95",
-})
+LOWER_IS_BETTER: frozenset[str] = LESION_LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)

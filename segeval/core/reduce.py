@@ -18,7 +18,7 @@ used.  A mean of no values is NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,12 +145,17 @@ def reduce_counts(table: CountTable, config: EvalConfig) -> Reductions:
 
 @dataclass(frozen=True)
 class ValueReductions:
-    """Reductions of per case x class values that do not add (boundary distances).
+    """Reductions of per case x class values (boundary distances, lesion-wise metrics).
 
     ``per_case[metric]`` is ``[case, class]`` (NaN where undefined or not scored); per class
     the mean, std, median and number of defined values over cases; ``macro`` the mean over
-    classes of the class means.  No pooled or micro value exists: distances of two cases do
-    not combine into a distance of both (the report writes null there).
+    classes of the class means (the report's ``macro_imagewise``).  Values that do not add
+    (distances, lesion Dice, PQ...) have no pooled or micro value (the report writes null).
+    Lesion counts do add: ``pooled[metric]`` ``[class]`` is their sum over cases and
+    ``micro[metric]`` over cases and classes; lesion F1 and RQ are computed from those sums
+    (``pooled``, ``micro``) and ``pooled_macro`` is the mean over classes of their pooled
+    values (the report's ``macro``).  ``counts`` keeps every lesion count ``[case, class]``
+    (also those not asked for), from which grading's bootstrap pools resampled cases.
     """
 
     per_case: dict[str, np.ndarray]
@@ -159,10 +164,32 @@ class ValueReductions:
     median: dict[str, np.ndarray]
     n_used: dict[str, np.ndarray]
     macro: dict[str, float]
+    pooled: dict[str, np.ndarray] = field(default_factory=dict)
+    micro: dict[str, float] = field(default_factory=dict)
+    pooled_macro: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def reduce_values(per_case: dict[str, np.ndarray], ddof: int = 0) -> ValueReductions:
-    """Mean/std/median over the defined (non-NaN) case values, per class; macro over classes.
+def pool_counts(counts: dict[str, np.ndarray], ratios: dict[str, tuple[str, str, str]],
+                empty: str, axis: int | tuple[int, ...] = -2) -> dict[str, np.ndarray]:
+    """Counts ``[..., case, class]`` summed over ``axis`` (NaN entries, unscored cases, add
+    nothing), then each ratio ``2TP / (2TP + FP + FN)`` of its three summed counts (the F1
+    form of lesion F1 and RQ) under the ``empty`` rule."""
+    summed = {name: np.nansum(values, axis=axis) for name, values in counts.items()}
+    for name, (tp, fp, fn) in ratios.items():
+        if tp in summed:
+            summed[name] = np.asarray(score("dice", summed[tp], summed[fp], summed[fn],
+                                            empty=empty), dtype=np.float64)
+    return summed
+
+
+def reduce_values(per_case: dict[str, np.ndarray], ddof: int = 0,
+                  counts: dict[str, np.ndarray] | None = None,
+                  ratios: dict[str, tuple[str, str, str]] | None = None,
+                  empty: str = "nan") -> ValueReductions:
+    """Mean/std/median over the defined (non-NaN) case values, per class; macro over classes;
+    with ``counts`` (lesion counts ``[case, class]``), their pooled and micro sums and the
+    pooled ``ratios`` of them (:func:`pool_counts`) for the metrics in ``per_case``.
 
     An infinite value (``empty_distance="inf"``) is defined: it makes the mean infinite."""
     def median(values: np.ndarray) -> np.ndarray:
@@ -174,7 +201,18 @@ def reduce_values(per_case: dict[str, np.ndarray], ddof: int = 0) -> ValueReduct
         return out
 
     mean = {m: nanmean(v, axis=0) for m, v in per_case.items()}
+    pooled: dict[str, np.ndarray] = {}
+    micro: dict[str, float] = {}
+    pooled_macro: dict[str, float] = {}
+    if counts:
+        ratios = ratios or {}
+        pooled = {m: v for m, v in pool_counts(counts, ratios, empty, axis=0).items()
+                  if m in per_case}
+        micro = {m: float(v) for m, v in pool_counts(counts, ratios, empty,
+                                                     axis=(0, 1)).items() if m in per_case}
+        pooled_macro = {m: float(nanmean(pooled[m])) for m in ratios if m in pooled}
     return ValueReductions(
+        pooled=pooled, micro=micro, pooled_macro=pooled_macro, counts=dict(counts or {}),
         per_case=per_case,
         mean=mean,
         std={m: nanstd(v, axis=0, ddof=ddof) for m, v in per_case.items()},

@@ -283,7 +283,7 @@ def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend) -> Ca
         if _guarded(result, count(None), result.reference):  # the empty prediction
             result.status, result.error_code = "error", code
             result.message = f"{message}; scored as an empty prediction (--invalid empty)"
-    if config.boundary_metrics and result.counts is not None:
+    if (config.boundary_metrics or config.lesion_metrics) and result.counts is not None:
         prediction = None if loaded.prediction_failed else loaded.prediction
         _guarded(result, _measure(result, prediction, loaded.reference, config),
                  result.reference)
@@ -292,12 +292,20 @@ def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend) -> Ca
 
 def _measure(result: CaseResult, prediction: Any, reference: Any,
              config: EvalConfig) -> Callable[[], None]:
-    """The boundary metrics step of a case (after counting, from the same arrays)."""
+    """The per-case value step (boundary and lesion metrics) of a case, after counting, from
+    the same arrays read once into label maps."""
     def step() -> None:
-        from segeval.engines.distances import case_distances  # scipy only when asked
+        from segeval.engines.distances import CaseMaps, distances_of  # scipy only when asked
 
-        result.distances = case_distances(prediction, reference, config, result.spacing,
-                                          result.prediction or "prediction", result.reference)
+        maps = CaseMaps.read(prediction, reference, config, result.spacing,
+                             result.prediction or "prediction", result.reference)
+        if config.lesion_metrics:
+            from segeval.engines.lesions import lesions_of
+
+            result.lesions, result.lesion_rows = lesions_of(maps, config)
+        if not config.boundary_metrics:
+            return
+        result.distances = distances_of(maps, config)
         if result.shape is not None and len(result.shape) == 3 and 1 in result.shape:
             result.warnings.append(
                 f"{result.reference}: shape {result.shape} has an axis of length 1, so every "

@@ -258,8 +258,8 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
 def team_score(report: Report, metric: str, reduction: str) -> float:
     """The report's ``summary[reduction][metric]`` (value metrics: ``macro_imagewise``)."""
     if value_metric(metric) is not None:
-        assert report.distances is not None and reduction == "macro_imagewise"
-        return float(report.distances.macro[metric])
+        assert report.values is not None and reduction == "macro_imagewise"
+        return float(report.values.macro[metric])
     return float(getattr(report.reductions, reduction)[metric])
 
 
@@ -312,8 +312,8 @@ def resampled_scores(report: Report, metric: str, reduction: str,
     for a value metric from its per case x class values (NaN for unscored cases), by
     :func:`segeval.core.reduce.macro_of_values` as the report's ``macro_imagewise``."""
     if value_metric(metric) is not None:
-        assert report.distances is not None
-        return macro_of_values(report.distances.per_case[metric][samples])
+        assert report.values is not None
+        return macro_of_values(report.values.per_case[metric][samples])
     table = report.table
     counts = {name: getattr(table, name)[samples] for name in COUNTS}  # [resample, case, class]
     return summarise(reduction, metric, counts, report.config, scored=table.scored[samples])

@@ -1,0 +1,95 @@
+"""Lesion-wise metrics of one case, per class or region, under the same mask rules that
+count it.
+
+The case's label maps come from :class:`segeval.engines.distances.CaseMaps` (one call to
+:func:`interpret.label_maps`, shared with the boundary metrics); each class's two boolean
+masks go to :mod:`segeval.core.lesions` (label both sides once, one overlap table, every
+metric read from it).  Values travel beside the counts, per case x class; the per-lesion
+records travel with them for ``--lesions``.
+
+A class absent from both masks of a case is not computed here: :func:`both_empty_values`
+gives its values (no lesion on either side), filled in when the report is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from segeval.config import EvalConfig
+from segeval.core.lesions import (
+    LesionOptions,
+    lesion_hd95,
+    lesion_labels,
+    lesion_options,
+    lesion_rows,
+    lesion_scores,
+    lesion_table,
+)
+from segeval.engines.distances import CaseMaps
+from segeval.errors import E_BAD_DIMENSIONS, CaseError
+
+# table metrics: everything lesion_scores gives (all of them are computed together, so the
+# counts behind the pooled lesion F1 and RQ are always there)
+TABLE_METRICS: tuple[str, ...] = (
+    "n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_fp", "lesion_fn", "pq_tp",
+    "pq_fp", "pq_fn", "lesion_f1", "lesion_dice", "lesion_count_diff", "rq", "sq",
+    "sq_dice", "pq", "fp_volume_ml", "fn_volume_ml",
+)
+
+
+def options_of(config: EvalConfig) -> LesionOptions:
+    """The :class:`LesionOptions` of a config's lesion fields (a preset is already expanded
+    into them by :meth:`EvalConfig.create`)."""
+    both_empty = config.lesion_hd95_both_empty
+    return lesion_options(
+        connectivity=config.connectivity, connectivity_2d=config.connectivity_2d,
+        dilation=config.lesion_dilation, min_ref_volume_mm3=config.lesion_min_volume,
+        match_iou=config.lesion_match_iou, match_inclusive=config.lesion_match_inclusive,
+        empty=config.lesion_empty or config.empty, sq_unmatched=config.lesion_sq_unmatched,
+        hd95_penalty=config.lesion_hd95_penalty,
+        hd95_both_empty=float("nan") if both_empty is None else both_empty,
+        surface=config.lesion_surface,
+        pooled_percentile=config.hd_percentile_mode == "pooled",
+    )
+
+
+def lesions_of(maps: CaseMaps, config: EvalConfig
+               ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """``({class key: {metric: value}}, per-lesion records)`` of one case.
+
+    Every table metric is computed (cheap once the table exists); ``lesion_hd95`` only when
+    asked for.  Each record is :func:`segeval.core.lesions.lesion_rows`' with ``class``.
+    """
+    options = options_of(config)
+    if options.connectivity_for(maps.reference.ndim) == "18" and maps.reference.ndim != 3:
+        raise CaseError(E_BAD_DIMENSIONS, f"--connectivity 18 is defined for 3-D images; this "
+                        f"case has {maps.reference.ndim} axes",
+                        hint="use --connectivity face or full")
+    with_hd95 = "lesion_hd95" in config.lesion_metrics
+    values: dict[str, dict[str, float]] = {}
+    rows: list[dict[str, Any]] = []
+    for key, members in maps.classes(config):
+        reference, prediction = maps.masks(members)
+        labels = lesion_labels(reference, prediction, options)
+        table = lesion_table(reference, prediction, maps.spacing, options, labels)
+        scores: dict[str, Any] = lesion_scores(table, options, TABLE_METRICS)
+        if with_hd95:
+            scores["lesion_hd95"] = lesion_hd95(labels, table, options)[0]
+        values[key] = scores
+        rows.extend({"class": key, **row} for row in lesion_rows(table, options))
+    return values, rows
+
+
+def both_empty_values(config: EvalConfig, ndim: int = 3) -> dict[str, float]:
+    """The values of a class with no lesion on either side (every count 0, the ratios by the
+    empty rule, the volumes 0, ``lesion_hd95`` by ``lesion_hd95_both_empty``)."""
+    import numpy as np
+
+    options = options_of(config)
+    empty = np.zeros((1,) * ndim, dtype=bool)
+    labels = lesion_labels(empty, empty, options)
+    table = lesion_table(empty, empty, None, options, labels)
+    values: dict[str, Any] = lesion_scores(table, options, TABLE_METRICS)
+    if "lesion_hd95" in config.lesion_metrics:
+        values["lesion_hd95"] = lesion_hd95(labels, table, options)[0]
+    return values
