@@ -49,10 +49,9 @@ def test_value_table_shows_mean_std_median_and_macro_over_classes():
     assert "2.0000 ± 1.0000" in text and "median 2.0000" in text and "2/2" in text
     # class 2: only case 0 defined -> 4 ± 0, median 4, used 1/2
     assert "4.0000 ± 0.0000" in text and "median 4.0000" in text and "1/2" in text
-    macro_line = next(line for line in text.splitlines() if "macro_imagewise" in line
-                      and "(mm)" not in line and "mean over classes" not in line)
-    assert "3.0000" in macro_line  # (2 + 4) / 2
-    assert "—" in next(line for line in text.splitlines() if "macro, micro" in line)
+    hd_line = next(line for line in text.splitlines() if "hd (mm)" in line)
+    # columns: class 1, class 2, macro_imagewise = (2 + 4) / 2, macro and micro do not exist
+    assert [c.strip() for c in hd_line.split("│")[-4:-1]] == ["3.0000", "—", "—"]
 
 
 def test_overlap_only_run_has_no_value_table():

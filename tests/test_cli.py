@@ -292,7 +292,7 @@ def test_two_outputs_to_stdout_is_a_usage_error(png_folders):
     pred, gt = png_folders
     result = invoke("dice", pred, gt, "--json", "-", "--csv", "-")
     assert result.exit_code == 2
-    assert "only one of --json and --csv can write to stdout" in result.stderr
+    assert "only one of --json, --csv and --lesions can write to stdout" in result.stderr
 
 
 def test_export_is_repeatable(png_folders, tmp_path):

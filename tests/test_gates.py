@@ -96,7 +96,10 @@ def test_parse_every_form(text, expected):
     ("dice=-0.1", "not in [0, 1]"),
     ("dice=nan", "not in [0, 1]"),
     ("=0.5", "unknown metric"),
-    ("hd95=0.5", "unknown metric"),
+    ("hd95=0.5", "lower-is-better: its bar is an upper bound"),
+    ("bogus=0.5", "unknown metric"),
+    ("lesion_dice:micro=0.5", "micro does not exist for lesion_dice"),
+    ("lesion_dice:2:pooled=0.5", "pooled does not exist for lesion_dice"),
     ("dice:=0.5", "nothing after ':'"),
     ("dice::mean=0.5", "no class"),
     ("dice:macro:mean=0.5", "after the reduction"),
@@ -110,7 +113,7 @@ def test_parse_errors_name_the_problem(text, says):
 
 def test_unknown_metric_lists_the_metrics():
     with pytest.raises(UsageError) as caught:
-        parse_bar("hd95=0.5")
+        parse_bar("bogus=0.5")
     assert "dice, iou, fbeta, precision, recall, specificity" in caught.value.message
 
 

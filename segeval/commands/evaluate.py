@@ -71,6 +71,11 @@ def make_command(headline_metric: str | None) -> Any:
         surface: o.SurfaceOpt = "voxel",
         hd_percentile_mode: o.HdMode = "directed",
         empty_distance: o.EmptyDistance = "diagonal",
+        lesion_preset: o.LesionPreset = None,
+        connectivity: o.ConnectivityOpt = None,
+        lesion_dilation: o.LesionDilation = None,
+        lesion_min_volume: o.LesionMinVolume = None,
+        lesions_path: o.LesionsPath = None,
         headline: o.HeadlineOpt = "macro",
         fail_under: o.FailUnder = None,
         html_path: o.HtmlPath = None,
@@ -133,10 +138,15 @@ def make_command(headline_metric: str | None) -> Any:
             }
             options.update(o.boundary_options(metrics, nsd_tolerance, surface,
                                               hd_percentile_mode, empty_distance))
+            options.update(o.lesion_options(metrics, lesion_preset, connectivity,
+                                            lesion_dilation, lesion_min_volume))
+            if lesions_path and not options.get("lesion_metrics"):
+                raise UsageError("E_USAGE", "--lesions: no lesion metric is asked for",
+                                 hint="add e.g. --metrics lesion_f1 (or lesions)")
             bars = parse_bars(fail_under or [])
             check_bar_classes(bars, EvalConfig.create(**options))
             outputs = Outputs(json=json_paths or [], csv=csv_paths or [],
-                              exports=o.parse_exports(export or []))
+                              exports=o.parse_exports(export or []), lesions=lesions_path)
             settings.update(options=options, bars=bars, outputs=outputs)
             return ExitCode.OK
 
@@ -162,14 +172,15 @@ class Outputs:
     """Where the report goes: every ``--json``/``--csv`` target and ``--export``."""
 
     def __init__(self, json: list[str], csv: list[str],
-                 exports: list[tuple[str, str]]) -> None:
-        if [*json, *csv].count("-") > 1:
-            raise UsageError("E_USAGE", "only one of --json and --csv can write to stdout ('-')")
-        self.json, self.csv, self.exports = json, csv, exports
+                 exports: list[tuple[str, str]], lesions: str | None = None) -> None:
+        if [*json, *csv, lesions].count("-") > 1:
+            raise UsageError("E_USAGE", "only one of --json, --csv and --lesions can write to "
+                             "stdout ('-')")
+        self.json, self.csv, self.exports, self.lesions = json, csv, exports, lesions
 
     @property
     def stdout_taken(self) -> bool:
-        return "-" in self.json or "-" in self.csv
+        return "-" in self.json or "-" in self.csv or self.lesions == "-"
 
 
 def run(prediction: Path, reference: Path, options: dict[str, Any],
@@ -246,6 +257,16 @@ def write_report_files(report: Any, data: dict[str, Any], outputs: Outputs) -> N
                 sys.stdout.write(to_csv(report))
             else:
                 write_csv(report, path)
+    if outputs.lesions:
+        from segeval.outputs.tables import lesions_csv
+
+        text = lesions_csv(report)
+        if outputs.lesions == "-":
+            sys.stdout.write(text)
+        else:
+            from segeval.results import write_text_atomic
+
+            write_text_atomic(Path(outputs.lesions), text)
     for kind, path in outputs.exports:
         from segeval.outputs.export import write_export
 

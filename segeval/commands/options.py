@@ -105,8 +105,28 @@ Metric = Annotated[str, typer.Option(
 BOUNDARY = "Boundary metrics"
 Metrics = Annotated[str | None, typer.Option(
     "--metrics", help="Comma-separated metrics to compute: overlap metrics are always "
-    "computed; boundary metrics hd, hd95 (any hdNN), assd, masd, nsd only when listed; "
-    "'all' = every one (e.g. dice,hd95,nsd).", rich_help_panel=BOUNDARY)]
+    "computed; boundary metrics hd, hd95 (any hdNN), assd, masd, nsd and lesion-wise metrics "
+    "(lesion_f1, lesion_dice, pq, rq, sq, ...; see the README) only when listed; "
+    "'all' = every boundary metric, 'lesions' = every lesion metric (e.g. dice,hd95,lesion_f1).",
+    rich_help_panel=BOUNDARY)]
+LESIONS = "Lesion-wise metrics"
+LesionPreset = Annotated[str | None, typer.Option(
+    "--lesion-preset", help="brats2023-gli | brats2023-met | isles22 | autopet | panoptica: the "
+    "official evaluation's lesion options (recorded expanded in the report's config); "
+    "options given explicitly win.", rich_help_panel=LESIONS)]
+ConnectivityOpt = Annotated[str | None, typer.Option(
+    "--connectivity", help="face | 18 | full: lesions are connected components under this "
+    "connectivity (full = 8 in 2-D, 26 in 3-D; default full).", rich_help_panel=LESIONS)]
+LesionDilation = Annotated[int | None, typer.Option(
+    "--lesion-dilation", help="Dilate reference lesions N times for matching (BraTS).",
+    rich_help_panel=LESIONS)]
+LesionMinVolume = Annotated[float | None, typer.Option(
+    "--lesion-min-volume", help="Drop reference lesions of at most this volume in mm³ "
+    "(BraTS).", rich_help_panel=LESIONS)]
+LesionsPath = Annotated[str | None, typer.Option(
+    "--lesions", help="Write one CSV row per lesion (case, class, side, lesion id, volume, "
+    "touching ids, status, Dice, PQ match and IoU) to PATH; needs lesion metrics.",
+    rich_help_panel=LESIONS)]
 NsdTolerance = Annotated[str, typer.Option(
     "--nsd-tolerance", help="NSD tolerance τ in mm: one number, or per class "
     "'1.5,2=3.0' (class key=τ).", rich_help_panel=BOUNDARY)]
@@ -345,20 +365,31 @@ def regions_from(label_names: str | None) -> str:
 
 
 def parse_metrics(text: str | None) -> list[str]:
-    """The boundary metrics of ``--metrics`` (overlap names are accepted: always computed)."""
-    from segeval.config import BOUNDARY_METRICS, METRICS, is_boundary_metric
+    """The boundary and lesion metrics of ``--metrics`` (overlap names are accepted: always
+    computed)."""
+    from segeval.config import (
+        BOUNDARY_METRICS,
+        LESION_METRIC_NAMES,
+        METRICS,
+        is_boundary_metric,
+        is_lesion_metric,
+    )
 
     if not text:
         return []
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     if "all" in names:
         names = [n for n in names if n != "all"] + list(BOUNDARY_METRICS)
-    unknown = [n for n in names if n not in METRICS and not is_boundary_metric(n)]
+    if "lesions" in names:
+        names = [n for n in names if n != "lesions"] + list(LESION_METRIC_NAMES)
+    unknown = [n for n in names if n not in METRICS and not is_boundary_metric(n)
+               and not is_lesion_metric(n)]
     if unknown:
         raise UsageError("E_USAGE", f"--metrics: {', '.join(unknown)} not known",
                          hint=f"overlap: {', '.join(METRICS)}; boundary: hd, hd95 (any "
-                         "hdNN), assd, masd, nsd; or all")
-    return list(dict.fromkeys(n for n in names if is_boundary_metric(n)))
+                         "hdNN), assd, masd, nsd; or all; lesion: "
+                         f"{', '.join(LESION_METRIC_NAMES)}; or lesions")
+    return list(dict.fromkeys(n for n in names if not n in METRICS))
 
 
 def boundary_options(metrics: str | None, nsd_tolerance: str, surface: str,
@@ -367,7 +398,10 @@ def boundary_options(metrics: str | None, nsd_tolerance: str, surface: str,
     """EvalConfig fields of the boundary-metric options (none when no boundary metric is
     asked for, so an overlap-only run keeps its config, cache key and comparability).
     ``also``: metrics needed anyway (grade's --rank-by)."""
-    boundary = list(dict.fromkeys([*parse_metrics(metrics), *also]))
+    from segeval.config import is_lesion_metric
+
+    boundary = [m for m in dict.fromkeys([*parse_metrics(metrics), *also])
+                if not is_lesion_metric(m)]
     if not boundary:
         return {}
     tolerance, tolerances = parse_tolerance(nsd_tolerance)
@@ -376,12 +410,33 @@ def boundary_options(metrics: str | None, nsd_tolerance: str, surface: str,
             "hd_percentile_mode": hd_percentile_mode, "empty_distance": empty_distance}
 
 
+def lesion_options(metrics: str | None, preset: str | None, connectivity: str | None,
+                   dilation: int | None, min_volume: float | None,
+                   also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """EvalConfig fields of the lesion options: none when no lesion metric is asked for (an
+    overlap-only run keeps its config and cache key); only the options given, so that a
+    preset fills the rest.  ``also``: metrics needed anyway (grade's --rank-by)."""
+    from segeval.config import is_lesion_metric
+
+    lesion = [m for m in dict.fromkeys([*parse_metrics(metrics), *also]) if is_lesion_metric(m)]
+    given = {"lesion_preset": preset, "connectivity": connectivity,
+             "lesion_dilation": dilation, "lesion_min_volume": min_volume}
+    if not lesion:
+        named = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if named:
+            raise UsageError("E_USAGE", f"{', '.join(named)}: no lesion metric is asked for",
+                             hint="add e.g. --metrics lesion_f1,lesion_dice,pq (or lesions)")
+        return {}
+    return {"lesion_metrics": lesion, **{k: v for k, v in given.items() if v is not None}}
+
+
 def boundary_rank_metric(rank_by: str) -> tuple[str, ...]:
-    """The boundary metric of ``--rank-by hd95:...`` (it must be computed), else none."""
-    from segeval.config import is_boundary_metric
+    """The boundary or lesion metric of ``--rank-by hd95:...`` (it must be computed), else
+    none."""
+    from segeval.config import is_boundary_metric, is_lesion_metric
 
     metric = rank_by.partition(":")[0].strip().lower()
-    return (metric,) if is_boundary_metric(metric) else ()
+    return (metric,) if is_boundary_metric(metric) or is_lesion_metric(metric) else ()
 
 
 def parse_tolerance(text: str) -> tuple[float, dict[str, float]]:

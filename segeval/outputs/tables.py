@@ -79,28 +79,36 @@ def value_metrics(data: dict[str, Any]) -> list[str]:
 
 
 def value_table(data: dict[str, Any]) -> Table:
-    """Value metrics (boundary distances, ...) per class: mean ± std and median over cases;
-    the summary row is ``macro_imagewise`` (mean over classes of the class means).  Pooled,
-    macro and micro do not exist for values that do not add: "—"."""
+    """Value metrics (boundary distances, lesion-wise metrics), one row each: per class the
+    mean ± std and median over cases, and the pooled value where it exists (lesion counts
+    summed over cases; lesion F1 and RQ from them); then ``macro_imagewise`` (mean over
+    classes of the class means), ``macro`` and ``micro`` where they exist, else "—"
+    (``value_reductions`` in the report says which exist)."""
     names = value_metrics(data)
-    table = Table(title="Per class, over cases (mean ± std, then median); "
-                  "pooled/macro/micro do not exist for these", title_justify="left")
-    table.add_column("class", no_wrap=True)
-    for name in names:
-        table.add_column(f"{name} ({data['units'][name]})", justify="right")
-    table.add_column("cases used", justify="right")
+    exists = data.get("value_reductions") or {}
+    table = Table(title="Value metrics per class, over cases (mean ± std, median; pooled "
+                  "where counts add); — where a reduction does not exist",
+                  title_justify="left")
+    table.add_column("metric", no_wrap=True)
     for spec in data["classes"]:
-        row = data["per_class"][spec["key"]]
-        used = {row["n_used"][name] for name in names}
-        table.add_row(class_label(spec["key"], spec["name"]),
-                      *(f"{fmt(row['mean'][n])} ± {fmt(row['std'][n])}\n"
-                        f"median {fmt(row['median'][n])}" for n in names),
-                      f"{used.pop()}/{row['n_cases']}" if len(used) == 1 else
-                      ", ".join(f"{n} {row['n_used'][n]}" for n in names))
+        table.add_column(class_label(spec["key"], spec["name"]), justify="right")
+    for name in ("macro_imagewise", "macro", "micro"):
+        table.add_column(name, justify="right")
     summary = data["summary"]
-    table.add_section()
-    table.add_row("macro_imagewise", *(fmt(summary["macro_imagewise"][n]) for n in names), "")
-    table.add_row("macro, micro", *("—" for _ in names), "")
+    for metric in names:
+        have = exists.get(metric, ())
+        cells = []
+        for spec in data["classes"]:
+            row = data["per_class"][spec["key"]]
+            text = (f"{fmt(row['mean'][metric])} ± {fmt(row['std'][metric])}\n"
+                    f"median {fmt(row['median'][metric])}")
+            if "pooled" in have:
+                text += f"\npooled {fmt(row['pooled'][metric])}"
+            text += f"\n{row['n_used'][metric]}/{row['n_cases']} cases"
+            cells.append(text)
+        table.add_row(f"{metric} ({data['units'][metric]})", *cells,
+                      *(fmt(summary[r][metric]) if r == "macro_imagewise" or r in have
+                        else "—" for r in ("macro_imagewise", "macro", "micro")))
     return table
 
 
@@ -187,6 +195,35 @@ def to_csv(report: Report) -> str:
 
 def _csv_value(value: Any) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+LESION_CSV_FIELDS = ("case", "class", "name", "side", "lesion", "voxels", "volume_mm3",
+                     "touching", "status", "dice", "match", "iou")
+
+
+def lesions_csv(report: Report) -> str:
+    """One row per lesion of every scored case (``--lesions``), from each case's records
+    (:func:`segeval.core.lesions.lesion_rows`): ``side`` reference or prediction, ``lesion`` its
+    id (1-based, raster order of its first voxel, per case, class and side), ``voxels`` and
+    ``volume_mm3``, ``touching`` the ids of the other side's lesions touching it (``;``
+    separated), ``status`` (reference: tp, fn, dropped; prediction: tp, fp, ignored),
+    ``dice`` (reference: with the union of the predicted lesions touching it), ``match`` and
+    ``iou`` (its PQ partner; empty when unmatched).  Classes absent from both masks have no
+    lesion and no row."""
+    names = {spec.key: spec.name for spec in report.classes}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(LESION_CSV_FIELDS)
+    for case in report.cases:
+        for row in case.lesion_rows or ():
+            if row["class"] not in names:
+                continue
+            writer.writerow([case.id, row["class"], names[row["class"]], row["side"],
+                             row["lesion"], row["voxels"], _csv_value(row["volume_mm3"]),
+                             ";".join(str(t) for t in row["touching"]), row["status"],
+                             _csv_value(row["dice"]), _csv_value(row["match"]),
+                             _csv_value(row["iou"])])
+    return buffer.getvalue()
 
 
 def write_csv(report: Report, path: str | Path) -> None:

@@ -12,6 +12,13 @@ A *bar* is a threshold on one number of the JSON report.  Its text forms, as giv
 ``dice:tumour:mean=0.6``    the class's case mean instead, ``per_class[key]["mean"]["dice"]``
 ==========================  ===========================================================
 
+Value metrics (segeval.config.VALUE_METRICS): a higher-is-better one (``nsd``, ``lesion_f1``,
+``pq`` ...) takes the forms above, its summary being ``macro_imagewise`` unless a reduction
+that exists for it is named, its class value the case ``mean`` unless ``pooled`` exists (lesion
+counts, lesion F1, RQ) and is named; a lower-is-better one (distances, ``fp_volume_ml``,
+``lesion_count_diff``, ...) is an upper bound: ``hd95<=5`` (``macro_imagewise``),
+``hd95:2<=5`` (class 2's mean), met when ``value <= bound``.
+
 A bar is met when the value is defined and ``value >= threshold``; an undefined (null) value
 misses the bar, so a class that vanished can never pass silently.  A reduction name wins
 over a class of the same name.
@@ -28,7 +35,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from segeval.config import HEADLINES, METRICS, EvalConfig, lower_is_better
+from segeval.config import (
+    HEADLINES,
+    METRICS,
+    EvalConfig,
+    lower_is_better,
+    reduction_exists,
+    value_metric,
+)
 from segeval.errors import UsageError
 from segeval.words import class_label, fmt
 
@@ -115,15 +129,27 @@ def parse_bar(text: str) -> Bar:
         return Bar(source, threshold)
     metric, _, scope = target.partition(":")
     metric = metric.strip().lower()
-    if metric not in METRICS:
+    facts = value_metric(metric)
+    if metric not in METRICS and facts is None:
         raise _bar_error(source, f"unknown metric {metric!r}",
-                         f"metrics: {', '.join(METRICS)}; forms: {BAR_FORMS}")
+                         f"metrics: {', '.join(METRICS)}, or a higher-is-better value metric "
+                         f"(nsd, lesion_f1, pq, ...); forms: {BAR_FORMS}")
+    if facts is not None and facts.lower_is_better:
+        raise _bar_error(source, f"{metric} is lower-is-better: its bar is an upper bound",
+                         f"e.g. {metric}<=5 or {metric}:2<=5")
     scope = scope.strip()
     if not scope:
         if ":" in target:
             raise _bar_error(source, "nothing after ':'", f"forms: {BAR_FORMS}")
-        return Bar(source, threshold, metric)
+        # a value metric's summary is macro_imagewise unless named (mean over classes of the
+        # per-class case means: the one that exists for every value metric)
+        return Bar(source, threshold, metric,
+                   reduction="macro_imagewise" if facts is not None else None)
     if scope in HEADLINES:
+        if not reduction_exists(metric, scope):
+            raise _bar_error(source, f"{scope} does not exist for {metric} (values of "
+                             "different cases do not pool)", f"e.g. {metric}=0.8 "
+                             "(macro_imagewise)")
         return Bar(source, threshold, metric, reduction=scope)
     class_ref, statistic = scope, "pooled"
     head, colon, tail = (part.strip() for part in scope.rpartition(":"))
@@ -134,6 +160,11 @@ def parse_bar(text: str) -> Bar:
         class_ref, statistic = head, tail
         if not class_ref:
             raise _bar_error(source, f"no class before ':{tail}'", f"forms: {BAR_FORMS}")
+    if not reduction_exists(metric, statistic):
+        if colon and tail == statistic:
+            raise _bar_error(source, f"{statistic} does not exist for {metric}",
+                             f"e.g. {metric}:{class_ref}:mean=0.8")
+        statistic = "mean"  # a value metric's class value is its mean over cases
     return Bar(source, threshold, metric, class_ref=class_ref,
                statistic="mean" if statistic == "mean" else "pooled")
 
@@ -176,15 +207,17 @@ def _parse_distance_bar(source: str) -> Bar:
     metric, _, class_ref = (part.strip() for part in target.partition(":"))
     metric = metric.lower()
     if not lower_is_better(metric):
-        raise _bar_error(source, f"'<=' needs a distance metric, not {metric!r}",
-                         "e.g. hd95<=5 or hd95:2<=5 (mm); other metrics take metric=value")
+        raise _bar_error(source, f"'<=' needs a lower-is-better metric, not {metric!r}",
+                         "e.g. hd95<=5 or hd95:2<=5 (mm), fp_volume_ml<=2; other metrics "
+                         "take metric=value")
     try:
         threshold = float(number)
     except ValueError:
-        raise _bar_error(source, f"{number.strip()!r} is not a number of mm",
+        raise _bar_error(source, f"{number.strip()!r} is not a number (of the metric's unit)",
                          "e.g. hd95<=5") from None
     if not (math.isfinite(threshold) and threshold >= 0):
-        raise _bar_error(source, "the bar must be a finite number of mm >= 0", "e.g. hd95<=5")
+        raise _bar_error(source, "the bar must be a finite number >= 0 (in the metric's unit)",
+                         "e.g. hd95<=5")
     if class_ref:
         return Bar(source, threshold, metric, class_ref=class_ref, statistic="mean",
                    at_most=True)
