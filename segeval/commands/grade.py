@@ -36,7 +36,8 @@ def grade_command(
                                       rich_help_panel=o.OUTPUTS)],
     rank_by: Annotated[str, typer.Option(
         help="METRIC:REDUCTION to rank by, e.g. dice:macro_imagewise, iou:micro or "
-        "hd95:macro_imagewise (distances rank ascending; computed when ranked by).",
+        "hd95:macro_imagewise, lesion_f1:macro (distances and other lower-is-better values "
+        "rank ascending; computed when ranked by).",
         rich_help_panel=o.SCORES)] = "dice:macro_imagewise",
     bootstrap: Annotated[int, typer.Option(
         help="Case resamples for 95% intervals and rank stability (0 = off).",
@@ -63,6 +64,10 @@ def grade_command(
     surface: o.SurfaceOpt = "voxel",
     hd_percentile_mode: o.HdMode = "directed",
     empty_distance: o.EmptyDistance = "diagonal",
+    lesion_preset: o.LesionPreset = None,
+    connectivity: o.ConnectivityOpt = None,
+    lesion_dilation: o.LesionDilation = None,
+    lesion_min_volume: o.LesionMinVolume = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 3 when any submission or case was invalid, or any team's run "
         "had a warning (W_...).", rich_help_panel=o.CI)] = False,
@@ -84,6 +89,8 @@ def grade_command(
             "invalid": invalid, "geometry": geometry, "max_voxels": max_voxels,
             **o.boundary_options(metrics, nsd_tolerance, surface, hd_percentile_mode,
                                  empty_distance, also=o.boundary_rank_metric(rank_by)),
+            **o.lesion_options(metrics, lesion_preset, connectivity, lesion_dilation,
+                               lesion_min_volume, also=o.boundary_rank_metric(rank_by)),
         }
         if html_path is not None:
             from segeval.outputs.plots import require_matplotlib

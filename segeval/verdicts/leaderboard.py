@@ -44,11 +44,13 @@ from segeval.config import (
     HEADLINES,
     METRICS,
     EvalConfig,
+    is_lesion_metric,
     lower_is_better,
     reduction_exists,
     value_metric,
 )
-from segeval.core.reduce import COUNTS, macro_of_values, summarise
+from segeval.core.lesions import POOLED_LESION_METRICS
+from segeval.core.reduce import COUNTS, macro_of_values, nanmean, pool_counts, summarise
 from segeval.errors import SegevalError, UsageError
 from segeval.results import Report, write_text_atomic
 
@@ -155,7 +157,8 @@ def parse_rank_by(text: str) -> tuple[str, str]:
     if not reduction_exists(metric, reduction):
         raise UsageError("E_USAGE", f"--rank-by {text!r}: {reduction} does not exist for "
                          f"{metric} (a per case x class value: values of different cases do "
-                         "not pool)", hint=f"use --rank-by {metric}:macro_imagewise")
+                         "not pool; lesion counts, lesion_f1 and rq do)",
+                         hint=f"use --rank-by {metric}:macro_imagewise")
     return metric, reduction
 
 
@@ -172,8 +175,9 @@ def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
     if not submissions.is_dir():
         raise UsageError("E_USAGE", "not a folder of submissions", submissions)
     options = {**GRADING_DEFAULTS, **options}
-    if value_metric(metric) is not None and metric not in options.get("boundary_metrics", ()):
-        options["boundary_metrics"] = [*options.get("boundary_metrics", ()), metric]
+    family = "lesion_metrics" if is_lesion_metric(metric) else "boundary_metrics"
+    if value_metric(metric) is not None and metric not in options.get(family, ()):
+        options[family] = [*options.get(family, ()), metric]
     EvalConfig.create(**options)  # validate once, before any work
     if options.get("labels") is None and not options.get("regions"):
         options["labels"] = reference_labels(reference, options)
@@ -258,7 +262,11 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
 def team_score(report: Report, metric: str, reduction: str) -> float:
     """The report's ``summary[reduction][metric]`` (value metrics: ``macro_imagewise``)."""
     if value_metric(metric) is not None:
-        assert report.values is not None and reduction == "macro_imagewise"
+        assert report.values is not None
+        if reduction == "macro":  # lesion F1 / RQ: mean over classes of the pooled values
+            return float(report.values.pooled_macro[metric])
+        if reduction == "micro":
+            return float(report.values.micro[metric])
         return float(report.values.macro[metric])
     return float(getattr(report.reductions, reduction)[metric])
 
@@ -312,8 +320,16 @@ def resampled_scores(report: Report, metric: str, reduction: str,
     for a value metric from its per case x class values (NaN for unscored cases), by
     :func:`segeval.core.reduce.macro_of_values` as the report's ``macro_imagewise``."""
     if value_metric(metric) is not None:
-        assert report.values is not None
-        return macro_of_values(report.values.per_case[metric][samples])
+        values = report.values
+        assert values is not None
+        if reduction == "macro_imagewise":
+            return macro_of_values(values.per_case[metric][samples])
+        # lesion F1 / RQ (or a lesion count, micro): the resampled cases' counts pooled
+        empty = report.config.lesion_empty or report.config.empty
+        counts = {name: table[samples] for name, table in values.counts.items()}
+        if reduction == "micro":
+            return pool_counts(counts, POOLED_LESION_METRICS, empty, axis=(-2, -1))[metric]
+        return nanmean(pool_counts(counts, POOLED_LESION_METRICS, empty)[metric], axis=-1)
     table = report.table
     counts = {name: getattr(table, name)[samples] for name in COUNTS}  # [resample, case, class]
     return summarise(reduction, metric, counts, report.config, scored=table.scored[samples])
