@@ -19,6 +19,24 @@ TC (1,3), ET (3), the median over ``--rounds`` of:
   process around ``evaluate`` only (imports and array loading excluded).  Its TP/FP/FN, SQ
   and PQ are checked against segeval's ``panoptica`` preset before the table is printed.
 
+- the official BraTS 2023 script (``metrics.py`` of github.com/rachitsaluja/BraTS-2023-Metrics,
+  ``get_LesionWiseResults(pred, gt, "BraTS-GLI")``: the three regions, lesion-wise Dice and
+  HD95 with dilation 3 and the 50 mm³ filter) in its own interpreter with its pins (Python 3.10,
+  pandas 1.3.4, NumPy 1.24.3, connected-components-3d 3.12.1, nibabel 5.1.0, SciPy 1.11.1):
+  ``--brats-python`` (default ``.venv-brats/bin/python``) and ``--brats-source`` (a folder
+  holding its ``metrics.py`` and ``surface_distance/``; default ``.venv-brats/official``; its
+  code is not part of segeval).  Made with::
+
+      /root/.pyenv/versions/3.10.13/bin/python -m venv .venv-brats
+      .venv-brats/bin/pip install connected_components_3d==3.12.1 nibabel==5.1.0 \
+          numpy==1.24.3 pandas==1.3.4 scipy==1.11.1
+      git -C <clone of BraTS-2023-Metrics> archive HEAD metrics.py surface_distance \
+          | tar -x -C .venv-brats/official
+
+  Timed inside that process around ``get_LesionWiseResults`` (it reads the two NIfTI files
+  itself, as it does when grading); its lesion-wise Dice and HD95 per region are printed
+  beside segeval's ``brats2023-gli`` values.
+
 Threads are limited to 2 (the benchmark machine is shared).
 """
 
@@ -82,6 +100,42 @@ for region in ("WT", "TC", "ET"):
     out[region] = {"seconds": times, "values": values}
 print(json.dumps(out))
 """
+
+
+BRATS_WORKER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import metrics
+folder, rounds = sys.argv[2], int(sys.argv[3])
+times = []
+for _ in range(rounds):
+    start = time.perf_counter()
+    frame = metrics.get_LesionWiseResults(f"{folder}/pred.nii.gz", f"{folder}/gt.nii.gz",
+                                          "BraTS-GLI")
+    times.append(time.perf_counter() - start)
+values = {row["Labels"]: {k: float(row[k]) for k in ("LesionWise_Score_Dice",
+          "LesionWise_Score_HD95", "Num_TP", "Num_FP", "Num_FN")}
+          for row in frame.to_dict("records")}
+print(json.dumps({"seconds": times, "values": values}))
+"""
+
+
+def run_brats(python: Path, source: Path, reference, prediction, rounds: int) -> dict | str:
+    if not python.exists() or not (source / "metrics.py").exists():
+        return f"skipped: no interpreter at {python} or no metrics.py in {source} (see the " \
+            "module docstring to make them)"
+    import nibabel as nib
+
+    with tempfile.TemporaryDirectory() as folder:
+        for name, labels in (("gt", reference), ("pred", prediction)):
+            nib.save(nib.Nifti1Image(labels, np.eye(4)), f"{folder}/{name}.nii.gz")
+        env = {**os.environ, "OMP_NUM_THREADS": "2"}
+        done = subprocess.run([str(python), "-c", BRATS_WORKER, str(source), folder,
+                               str(rounds)], capture_output=True, text=True, env=env,
+                              timeout=3600)
+    if done.returncode != 0:
+        return "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def ellipsoid(shape, centre, radii) -> np.ndarray:
@@ -153,6 +207,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--panoptica-python", type=Path,
                         default=HERE.parent / ".venv-panoptica" / "bin" / "python")
+    parser.add_argument("--brats-python", type=Path,
+                        default=HERE.parent / ".venv-brats" / "bin" / "python")
+    parser.add_argument("--brats-source", type=Path,
+                        default=HERE.parent / ".venv-brats" / "official")
+    parser.add_argument("--brats-rounds", type=int, default=1)
     args = parser.parse_args()
 
     reference, prediction = make_case()
@@ -167,6 +226,7 @@ def main() -> None:
             name: segeval_region(ref_regions[name], pred_regions[name], o, h)
             for name in ref_regions}, args.rounds)
         results[preset] = values
+        results[(preset, hd95)] = values
         rows.append((f"segeval ({preset or 'default'}{' + lesion HD95' if hd95 else ''})",
                      seconds))
     for name, values in results[None].items():
@@ -192,11 +252,27 @@ def main() -> None:
         rows.append(("panoptica 2.1.7 (evaluate only)",
                      sum(statistics.median(got["seconds"]) for got in panoptica.values())))
 
+    brats = run_brats(args.brats_python, args.brats_source, reference, prediction,
+                      args.brats_rounds)
+    if isinstance(brats, str):
+        print(f"official BraTS 2023 script {brats}")
+    else:
+        ours = results[("brats2023-gli", True)]
+        for name, got in brats["values"].items():
+            print(f"  BraTS-GLI {name}: official lesion-wise Dice "
+                  f"{got['LesionWise_Score_Dice']:.4f}, HD95 {got['LesionWise_Score_HD95']:.3f}"
+                  f" | segeval brats2023-gli {ours[name]['lesion_dice']:.4f}, "
+                  f"{ours[name]['lesion_hd95']:.3f}")
+        rows.append(("official BraTS 2023 script (get_LesionWiseResults, BraTS-GLI)",
+                     statistics.median(brats["seconds"])))
+
     base = rows[1][1]
-    print("\n| tool | seconds, 3 regions (median) | / segeval (panoptica preset) |")
-    print("|---|---:|---:|")
+    hd95_row = rows[3][1]
+    print("\n| tool | seconds, 3 regions (median) | / segeval (panoptica preset) "
+          "| / segeval (brats2023-gli + lesion HD95) |")
+    print("|---|---:|---:|---:|")
     for label, seconds in rows:
-        print(f"| {label} | {seconds:.3f} | {seconds / base:.1f}x |")
+        print(f"| {label} | {seconds:.3f} | {seconds / base:.1f}x | {seconds / hd95_row:.1f}x |")
 
 
 if __name__ == "__main__":
