@@ -105,6 +105,8 @@ def distances_of(maps: CaseMaps, config: EvalConfig) -> dict[str, dict[str, floa
 
 def _classes(ref_labels: np.ndarray, pred_labels: np.ndarray,
              config: EvalConfig) -> list[tuple[str, tuple[int, ...]]]:
+    if config.regions and config.labels is None:  # regions only: no need to scan labels
+        return [(name, members) for name, members in config.regions]
     present = set(np.unique(ref_labels).tolist()) | set(np.unique(pred_labels).tolist())
     if config.labels is not None:
         labels = set(config.labels) | ({0} if config.include_background else set())
