@@ -560,6 +560,22 @@ class EvalConfig:
         return cls.create(**options)
 
 
+# Lesion presets: named sets of segeval.core.lesions.LesionOptions fields (data, not code),
+# each reproducing one official evaluation; sources in docs/lesions.md and the README.
+_BRATS2023: dict[str, Any] = {
+    "connectivity": "full", "hd95_penalty": 374.0, "empty": "one", "hd95_both_empty": 0.0,
+    "surface": "surfel",
+}
+LESION_PRESETS: dict[str, dict[str, Any]] = {
+    "brats2023-gli": {**_BRATS2023, "dilation": 3, "min_ref_volume_mm3": 50.0},
+    "brats2023-met": {**_BRATS2023, "dilation": 1, "min_ref_volume_mm3": 2.0},
+    "isles22": {"connectivity": "full", "empty": "one"},
+    "autopet": {"connectivity": "18"},
+    "panoptica": {"connectivity": "full", "connectivity_2d": "face", "match_inclusive": True,
+                  "sq_unmatched": 0.0},
+}
+
+
 # LesionOptions (segeval.core.lesions) field -> EvalConfig field, for presets
 LESION_FIELDS: dict[str, str] = {
     "connectivity": "connectivity", "connectivity_2d": "connectivity_2d",
@@ -579,8 +595,6 @@ def _expand_lesion_options(options: dict[str, Any]) -> None:
         options["lesion_metrics"] = tuple(dict.fromkeys(options["lesion_metrics"]))
     preset = options.get("lesion_preset")
     if preset is not None:
-        from segeval.core.lesions import LESION_PRESETS
-
         if preset not in LESION_PRESETS:
             raise UsageError("E_USAGE", f"--lesion-preset {preset!r} is not known",
                              hint=f"presets: {', '.join(LESION_PRESETS)}")

@@ -389,7 +389,7 @@ def parse_metrics(text: str | None) -> list[str]:
                          hint=f"overlap: {', '.join(METRICS)}; boundary: hd, hd95 (any "
                          "hdNN), assd, masd, nsd; or all; lesion: "
                          f"{', '.join(LESION_METRIC_NAMES)}; or lesions")
-    return list(dict.fromkeys(n for n in names if not n in METRICS))
+    return list(dict.fromkeys(n for n in names if n not in METRICS))
 
 
 def boundary_options(metrics: str | None, nsd_tolerance: str, surface: str,

@@ -58,7 +58,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from segeval.config import LESION_COUNTS, LESION_LOWER_IS_BETTER, EmptyRule
+from segeval.config import LESION_COUNTS, LESION_LOWER_IS_BETTER, LESION_PRESETS, EmptyRule
 from segeval.core.metrics import EMPTY_VALUES, score
 
 __all__ = [
@@ -142,18 +142,7 @@ class LesionOptions:
 #   ISLES'22:   github.com/ezequieldlrosa/isles22 utils/eval_utils.py
 #   autoPET:    github.com/lab-midas/autoPET val_script.py
 #   panoptica:  panoptica 2.1.7 (_functionals._connected_components, NaiveThresholdMatching)
-_BRATS2023: dict[str, Any] = {
-    "connectivity": "full", "hd95_penalty": 374.0, "empty": "one", "hd95_both_empty": 0.0,
-    "surface": "surfel",
-}
-LESION_PRESETS: dict[str, dict[str, Any]] = {
-    "brats2023-gli": {**_BRATS2023, "dilation": 3, "min_ref_volume_mm3": 50.0},
-    "brats2023-met": {**_BRATS2023, "dilation": 1, "min_ref_volume_mm3": 2.0},
-    "isles22": {"connectivity": "full", "empty": "one"},
-    "autopet": {"connectivity": "18"},
-    "panoptica": {"connectivity": "full", "connectivity_2d": "face", "match_inclusive": True,
-                  "sq_unmatched": 0.0},
-}
+# LESION_PRESETS lives in segeval.config (EvalConfig expands a preset into its fields).
 # The BraTS 2023 regions (labels 1 NETC, 2 SNFH, 3 ET), for callers that want them with a preset.
 BRATS_REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 

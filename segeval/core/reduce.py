@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from segeval.config import METRICS, EvalConfig
+from segeval.config import METRICS, EmptyRule, EvalConfig
 from segeval.core.counts import CountTable
 from segeval.core.metrics import is_empty, score, scores
 
@@ -171,7 +171,7 @@ class ValueReductions:
 
 
 def pool_counts(counts: dict[str, np.ndarray], ratios: dict[str, tuple[str, str, str]],
-                empty: str, axis: int | tuple[int, ...] = -2) -> dict[str, np.ndarray]:
+                empty: EmptyRule, axis: int | tuple[int, ...] = -2) -> dict[str, np.ndarray]:
     """Counts ``[..., case, class]`` summed over ``axis`` (NaN entries, unscored cases, add
     nothing), then each ratio ``2TP / (2TP + FP + FN)`` of its three summed counts (the F1
     form of lesion F1 and RQ) under the ``empty`` rule."""
@@ -186,7 +186,7 @@ def pool_counts(counts: dict[str, np.ndarray], ratios: dict[str, tuple[str, str,
 def reduce_values(per_case: dict[str, np.ndarray], ddof: int = 0,
                   counts: dict[str, np.ndarray] | None = None,
                   ratios: dict[str, tuple[str, str, str]] | None = None,
-                  empty: str = "nan") -> ValueReductions:
+                  empty: EmptyRule = "nan") -> ValueReductions:
     """Mean/std/median over the defined (non-NaN) case values, per class; macro over classes;
     with ``counts`` (lesion counts ``[case, class]``), their pooled and micro sums and the
     pooled ``ratios`` of them (:func:`pool_counts`) for the metrics in ``per_case``.
