@@ -93,11 +93,15 @@ def surface_distances(
     prediction: np.ndarray,
     spacing: Sequence[float] | None = None,
     surface: Surface = "voxel",
+    image_shape: Sequence[int] | None = None,
 ) -> SurfaceDistances:
     """Boundaries of two boolean masks of the same shape, and the distances between them.
 
     ``spacing`` is the voxel size in mm along each axis (default 1.0).  Only the union bounding
     box of the two masks is scanned, in slabs, so memory stays a small multiple of the masks.
+    ``image_shape`` (default: the masks' shape) is the shape of the whole image when the masks
+    are a crop of it holding every inside voxel of both (the crop changes no distance, and
+    outside the crop is outside, as outside the image): it sets ``diagonal``.
     """
     reference = np.asarray(reference, dtype=bool)
     prediction = np.asarray(prediction, dtype=bool)
@@ -114,8 +118,14 @@ def surface_distances(
         raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
     if surface == "surfel" and ndim not in (2, 3):
         raise ValueError("the surfel convention is defined for 2-D and 3-D masks only")
-    diagonal = image_diagonal(reference.shape, sp.tolist())
-    box = _union_box(reference, prediction)
+    if image_shape is None:
+        image_shape = reference.shape
+    elif len(image_shape) != ndim or any(
+            n < m for n, m in zip(image_shape, reference.shape, strict=True)):
+        raise ValueError(f"image shape {tuple(image_shape)} cannot hold masks of shape "
+                         f"{reference.shape}")
+    diagonal = image_diagonal(image_shape, sp.tolist())
+    box = union_box(reference, prediction)
     empty = np.zeros(0)
     if box is None:
         return SurfaceDistances(empty, empty, empty, empty, 0, 0, diagonal, surface)
@@ -240,8 +250,9 @@ def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.asarray(distances, dtype=np.float64)
 
 
-def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of a | b, one slice per axis, or None when both are empty."""
+def union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of ``a | b`` (nonzero voxels of two arrays of one shape), one slice
+    per axis, or None when both are empty."""
     box = []
     for axis in range(a.ndim):
         others = tuple(i for i in range(a.ndim) if i != axis)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from segeval.config import EvalConfig
-from segeval.core.boundary import boundary_scores, surface_distances
+from segeval.core.boundary import boundary_scores, surface_distances, union_box
 from segeval.engines.interpret import label_maps, to_host
 from segeval.engines.numpy_backend import NumpyBackend
 
@@ -46,8 +46,11 @@ class CaseMaps:
     step (boundary distances, lesions)."""
 
     def __init__(self, reference: np.ndarray, prediction: np.ndarray, valid: np.ndarray | None,
-                 spacing: Sequence[float] | None) -> None:
+                 spacing: Sequence[float] | None,
+                 image_shape: tuple[int, ...] | None = None) -> None:
         self.reference, self.prediction, self.valid = reference, prediction, valid
+        # the whole image's shape when the maps are a crop of it (boundary distances only)
+        self.image_shape = reference.shape if image_shape is None else image_shape
         if spacing is not None and len(spacing) != reference.ndim:
             spacing = tuple(spacing)[: reference.ndim]  # a 2-D slice of a file with a 3rd zoom
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
@@ -89,12 +92,24 @@ class CaseMaps:
 
 
 def distances_of(maps: CaseMaps, config: EvalConfig) -> dict[str, dict[str, float]]:
-    """The boundary metrics of every class of one case's maps (see :func:`case_distances`)."""
+    """The boundary metrics of every class of one case's maps (see :func:`case_distances`).
+
+    Both maps are cropped once to the bounding box of their nonzero voxels before any class
+    mask is built: every class without label 0 lies inside it (outside it is outside every
+    such mask, as outside the image, and distances do not depend on where the crop starts);
+    a class holding label 0 uses the whole image.  The diagonal (one empty mask) stays the
+    whole image's."""
+    classes = maps.classes(config)
+    box = union_box(maps.reference, maps.prediction)
+    if box is not None and not any(0 in members for _, members in classes):
+        maps = CaseMaps(maps.reference[box], maps.prediction[box],
+                        None if maps.valid is None else maps.valid[box], maps.spacing,
+                        image_shape=maps.image_shape)
     values: dict[str, dict[str, float]] = {}
-    for key, members in maps.classes(config):
+    for key, members in classes:
         reference_mask, prediction_mask = maps.masks(members)
         distances = surface_distances(reference_mask, prediction_mask, maps.spacing,
-                                      config.surface)
+                                      config.surface, image_shape=maps.image_shape)
         values[key] = boundary_scores(
             distances, config.boundary_metrics, tolerance=config.tolerance_for(key),
             pooled_percentile=config.hd_percentile_mode == "pooled",
@@ -107,7 +122,7 @@ def _classes(ref_labels: np.ndarray, pred_labels: np.ndarray,
              config: EvalConfig) -> list[tuple[str, tuple[int, ...]]]:
     if config.regions and config.labels is None:  # regions only: no need to scan labels
         return [(name, members) for name, members in config.regions]
-    present = set(np.unique(ref_labels).tolist()) | set(np.unique(pred_labels).tolist())
+    present = _present(ref_labels, pred_labels)
     if config.labels is not None:
         labels = set(config.labels) | ({0} if config.include_background else set())
     elif config.regions:
@@ -118,3 +133,18 @@ def _classes(ref_labels: np.ndarray, pred_labels: np.ndarray,
     labels.discard(config.ignore_index)  # type: ignore[arg-type]
     classes = [(str(label), (label,)) for label in sorted(labels)]
     return classes + [(name, members) for name, members in config.regions]
+
+
+def _present(ref_labels: np.ndarray, pred_labels: np.ndarray) -> set[int]:
+    """``set(np.unique(ref_labels)) | set(np.unique(pred_labels))``, from the bounding box of
+    the nonzero voxels only (plus 0 when the box is smaller than the image), each read in
+    memory order: ``np.unique`` of a whole Fortran-ordered NIfTI volume copies it into C
+    order first."""
+    box = union_box(ref_labels, pred_labels)
+    if box is None:
+        return {0} if ref_labels.size else set()
+    present = {0} if any(s.stop - s.start < n for s, n in zip(box, ref_labels.shape,
+                                                                strict=True)) else set()
+    for labels in (ref_labels[box], pred_labels[box]):
+        present |= set(np.unique(labels.ravel(order="K")).tolist())
+    return present
