@@ -20,7 +20,7 @@ from segeval.core.reduce import ValueReductions, reduce_counts, reduce_values
 from segeval.core.relabel import label_mapping, relabel_confusion
 from segeval.core.sweep import sweep_block
 from segeval.core.warnings import Declared, PairingFacts, label_facts, run_warnings
-from segeval.errors import UsageError
+from segeval.errors import SegevalError, UsageError
 from segeval.results import CaseResult, Report
 from segeval.run.cases import Pairing, pair_inputs
 from segeval.run.runner import Progress, default_case_timeout, default_workers, run_cases
@@ -94,6 +94,84 @@ def evaluate(
         case_timeout = default_case_timeout(pairing.cases)  # recorded in the report's run
     results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
                         progress, case_timeout, count_cache, scheduler)
+    run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
+           "workers": n_workers, "case_timeout": case_timeout, "scheduler": scheduler,
+           "cache_hits": None if count_cache is None else count_cache.hits}
+    return build_report(config, pairing, results, run, started, regions_from)
+
+
+def evaluate_many(
+    predictions: dict[str, Path],
+    reference: str | Path,
+    *,
+    workers: int | None = None,
+    case_timeout: float | None = None,
+    cache: str | Path | None = None,
+    **options: Any,
+) -> dict[str, Report | SegevalError]:
+    """``{name: evaluate(predictions[name], reference, ...)}`` for many prediction folders
+    against one reference folder (grading), on the CPU: the same reports, number for number,
+    but the same case of every prediction folder is evaluated in one worker process, so each
+    reference file is opened and decoded once per case instead of once per folder.
+
+    A folder that cannot be paired (no mask file at all, ...) maps to the
+    :class:`~segeval.errors.SegevalError` that :func:`evaluate` would raise.  Each report's
+    ``run`` block is its own (case timeout, cache hits); ``run.seconds`` is the whole call's.
+    """
+    from segeval.run.runner import evaluate_groups
+
+    config = EvalConfig.create(**options)
+    started = time.perf_counter()
+    n_workers = default_workers() if workers is None else workers
+    if n_workers < 1:
+        raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
+    if case_timeout is not None and not case_timeout > 0:
+        raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
+    out: dict[str, Report | SegevalError] = {}
+    teams: dict[str, tuple[Pairing, list[CaseResult | None], Any, float]] = {}
+    groups: dict[Any, list[tuple[str, int]]] = {}
+    for name, folder in predictions.items():
+        try:
+            pairing = pair_inputs(folder, reference, config.prediction_suffix)
+        except SegevalError as exc:
+            out[name] = exc
+            continue
+        count_cache = None
+        if cache is not None:
+            from segeval.run.cache import CountCache
+
+            count_cache = CountCache(cache, config)
+        keys = [None if count_cache is None else count_cache.key(c) for c in pairing.cases]
+        found = [None if count_cache is None else count_cache.get(key, c)
+                 for key, c in zip(keys, pairing.cases, strict=True)]
+        limit = case_timeout or default_case_timeout(pairing.cases)
+        teams[name] = (pairing, found, (count_cache, keys), limit)
+        for index, (case, result) in enumerate(zip(pairing.cases, found, strict=True)):
+            if result is None:
+                groups.setdefault(str(case.reference), []).append((name, index))
+    members = list(groups.values())
+    computed = evaluate_groups(
+        [[teams[name][0].cases[i] for name, i in group] for group in members], config,
+        n_workers, [[teams[name][3] for name, _ in group] for group in members])
+    for group, results in zip(members, computed, strict=True):
+        for (name, index), result in zip(group, results, strict=True):
+            teams[name][1][index] = result
+            count_cache, keys = teams[name][2]
+            if count_cache is not None:
+                count_cache.put(keys[index], result)
+    for name, (pairing, found, (count_cache, _), limit) in teams.items():
+        run = {"device": "cpu", "backend": "numpy", "workers": n_workers,
+               "case_timeout": limit, "scheduler": None,
+               "cache_hits": None if count_cache is None else count_cache.hits}
+        results = [r for r in found if r is not None]
+        out[name] = build_report(config, pairing, results, run, started)
+    return {name: out[name] for name in predictions}
+
+
+def build_report(config: EvalConfig, pairing: Pairing, results: list[CaseResult],
+                 run: dict[str, Any], started: float, regions_from: str = "--region") -> Report:
+    """The report of evaluated cases: classes, warnings, count table, reductions, values.
+    ``run`` holds the run facts (device, workers, ...); the version and times are added."""
     relabel_results(results, config)
     classes = resolve_classes(results, config)
     if config.unexpected_labels == "error":
@@ -103,10 +181,7 @@ def evaluate(
         declared_labels(config, regions_from), classes, pairing_facts(pairing))
     table = CountTable.build([r.counts for r in results], classes, config.ignore_index,
                              soft=config.soft)
-    run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
-           "workers": n_workers, "case_timeout": case_timeout, "scheduler": scheduler,
-           "cache_hits": None if count_cache is None else count_cache.hits,
-           "interrupted": any(r.error_code == errors.E_INTERRUPTED for r in results),
+    run = {**run, "interrupted": any(r.error_code == errors.E_INTERRUPTED for r in results),
            "tool_version": __version__,
            "seconds": round(time.perf_counter() - started, 3),
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -134,6 +209,8 @@ def value_reductions(results: list[CaseResult], classes: list[ClassSpec],
         return reduce_values(per_case, config.std_ddof, counts, POOLED_LESION_METRICS,
                              config.lesion_empty or config.empty)
     return reduce_values(per_case, config.std_ddof)
+
+
 
 
 def relabel_results(results: list[CaseResult], config: EvalConfig) -> None:

@@ -207,12 +207,16 @@ def evaluate_case(source: CaseSource, config: EvalConfig, backend: Backend,
     return count_loaded(load_case(source, config, from_files), config, backend)
 
 
-def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> LoadedCase:
+def load_case(source: CaseSource, config: EvalConfig, from_files: bool,
+              references: dict[Any, Any] | None = None) -> LoadedCase:
     """Pre-flight both files (headers, shapes, geometry) before decoding either.
 
     With ``config.invalid == "empty"`` a prediction that fails pre-flight or decoding leaves
     the case in error *and* scored as an empty prediction (grading: a broken file must not
-    be worth more than no file).
+    be worth more than no file).  ``references`` (a dict kept across the calls of one group of
+    cases sharing a reference file) holds the reference's header and decoded array once read,
+    so that grading many teams decodes each reference once (a reference that fails is read,
+    and fails, again for each case: nothing is kept from it).
     """
     result = CaseResult(source.id, source.prediction_name, source.reference_name)
     loaded = LoadedCase(result)
@@ -230,8 +234,8 @@ def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> Loade
             loaded.reference, loaded.prediction = source.reference, source.prediction
             return
         # with --channel-axis a reference may hold channels too (one-hot or multi-label)
-        reference = _open(source.reference, source.in_folder, config,
-                          channels=config.channel_axis is not None)
+        reference = _remembered(references, ("header", source.reference), lambda: _open(
+            source.reference, source.in_folder, config, channels=config.channel_axis is not None))
         result.shape, result.spacing = reference.shape, reference.spacing
         if source.prediction is not None:
             prediction_path = Path(source.prediction)
@@ -249,10 +253,20 @@ def load_case(source: CaseSource, config: EvalConfig, from_files: bool) -> Loade
                                                         str(source.prediction))
             else:
                 load_prediction()
-        loaded.reference = read_mask(source.reference).array
+        loaded.reference = _remembered(references, ("array", source.reference),
+                                       lambda: read_mask(source.reference).array)
 
     _guarded(result, load, source.reference_name)
     return loaded
+
+
+def _remembered(memo: dict[Any, Any] | None, key: Any, make: Callable[[], T]) -> T:
+    """``make()``, kept in ``memo`` under ``key`` once it succeeded (no memo: not kept)."""
+    if memo is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]  # type: ignore[no-any-return]
 
 
 def _open(path: Any, in_folder: bool, config: EvalConfig, channels: bool) -> Header:
@@ -351,6 +365,52 @@ class _CaseJob:
 
     def __call__(self, source: CaseSource) -> CaseResult:
         return evaluate_case(source, self.config, NumpyBackend(), self.from_files)
+
+
+class _GroupJob:
+    """A picklable ``[cases sharing one reference file] → [CaseResult]``: the reference is
+    opened and decoded once for the group (grading: the same case of every team)."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        self.config = config
+
+    def __call__(self, group: list[CaseSource]) -> list[CaseResult]:
+        references: dict[Any, Any] = {}
+        return [count_loaded(load_case(source, self.config, True, references), self.config,
+                             NumpyBackend()) for source in group]
+
+
+def evaluate_groups(groups: list[list[CaseSource]], config: EvalConfig, workers: int,
+                    timeouts: list[list[float | None]]) -> list[list[CaseResult]]:
+    """Evaluate groups of file cases that share their reference file, each group in one
+    worker process (its reference decoded once); the results are those of
+    :func:`evaluate_case` on each case alone, in the groups' order.
+
+    ``timeouts[g][i]`` is case i's ``--case-timeout``; a group may take their sum.  A group
+    that runs past it or kills its process is run again case by case, each case in its own
+    supervised process with its own timeout, so a hostile file is charged to its own case
+    only, never to the other cases of its group.
+    """
+    def total(limits: list[float | None]) -> float | None:
+        return None if any(t is None for t in limits) else sum(t for t in limits if t)
+
+    results: list[list[CaseResult]] = []
+    limits = [total(t) for t in timeouts]
+    processes = max(1, min(workers, len(groups)))
+    # one pool per distinct group timeout (all equal in grading's common case)
+    outcomes: dict[int, list[CaseResult] | Failure] = {}
+    for limit in dict.fromkeys(limits):
+        indices = [g for g, t in enumerate(limits) if t == limit]
+        with SupervisedPool(_GroupJob(config), min(processes, len(indices)), limit) as pool:
+            for g, outcome in zip(indices, pool.map([groups[g] for g in indices]), strict=True):
+                outcomes[g] = outcome
+    for g, group in enumerate(groups):
+        outcome = outcomes[g]
+        if isinstance(outcome, Failure):
+            outcome = [evaluate_cases([case], config, "cpu", True, 1, None, limit)[0]
+                       for case, limit in zip(group, timeouts[g], strict=True)]
+        results.append(outcome)
+    return results
 
 
 def _bounded_map(executor: Executor, function: Callable[[T], R], items: Iterable[T],

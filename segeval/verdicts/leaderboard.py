@@ -183,12 +183,15 @@ def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
         options["labels"] = reference_labels(reference, options)
     entries, ignored = list_submissions(submissions)
     out.mkdir(parents=True, exist_ok=True)
-    teams = []
-    for index, (team, paths) in enumerate(sorted(entries.items())):
-        if progress is not None:
-            progress(index, len(entries), team)
-        teams.append(grade_team(team, paths, reference, out, workers, case_timeout, options,
-                                scheduler))
+    if scheduler is None:
+        teams = grade_teams(entries, reference, out, workers, case_timeout, options)
+    else:
+        teams = []
+        for index, (team, paths) in enumerate(sorted(entries.items())):
+            if progress is not None:
+                progress(index, len(entries), team)
+            teams.append(grade_team(team, paths, reference, out, workers, case_timeout,
+                                    options, scheduler))
     rank_teams(teams, metric, reduction)
     if bootstrap:
         bootstrap_ranks(teams, metric, reduction, bootstrap, seed)
@@ -226,6 +229,53 @@ def list_submissions(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
         else:
             ignored.append(entry.name)
     return entries, ignored
+
+
+def grade_teams(entries: dict[str, list[Path]], reference: Path, out: Path,
+                workers: int | None, case_timeout: float | None,
+                options: dict[str, Any]) -> list[TeamResult]:
+    """Every team at once (:func:`segeval.api.evaluate_many`: each reference case decoded once
+    for all teams, not once per team); the same reports as :func:`grade_team` one by one.
+    Archives are all extracted first, each into its own scratch folder, removed at the end."""
+    from segeval.api import evaluate_many
+
+    results: dict[str, TeamResult] = {}
+    folders: dict[str, Path] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
+    try:
+        for index, (team, paths) in enumerate(sorted(entries.items())):
+            result = results[team] = TeamResult(team, ", ".join(p.name for p in paths))
+            try:
+                folders[team] = _submission_folder(team, paths, scratch / str(index))
+            except SegevalError as exc:
+                result.status, result.reason = "invalid", exc.message
+        reports = evaluate_many(folders, reference, workers=workers, case_timeout=case_timeout,
+                                cache=out / ".cache", **options)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for team, report in reports.items():
+        result = results[team]
+        if isinstance(report, SegevalError):
+            result.status, result.reason = "invalid", report.message
+        else:
+            result.report = report
+            report.write_json(out / team / "report.json")
+    return [results[team] for team in sorted(results)]
+
+
+def _submission_folder(team: str, paths: list[Path], scratch: Path) -> Path:
+    """The folder of one team's masks: its folder, or its archive extracted under
+    ``scratch``.  Several entries of one team name are invalid (:class:`UsageError`)."""
+    if len(paths) > 1:
+        raise UsageError("E_USAGE", f"several submissions named {team!r}: "
+                         f"{', '.join(p.name for p in paths)}")
+    (path,) = paths
+    if path.is_dir():
+        return path
+    from segeval.formats.archive import extract_submission
+
+    scratch.mkdir(parents=True)
+    return extract_submission(path, scratch).root
 
 
 def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
