@@ -12,8 +12,9 @@ against segeval's on every case it runs (MONAI: voxel convention, rel 1e-5 since
 computes in float32; surface-distance: segeval's ``surfel`` convention, rel 1e-9; MedPy:
 segeval's pooled-percentile HD95 and ASSD, rel 1e-9); a disagreement stops the script.
 
-``--cli`` instead times whole processes on one folder (default ``data/boundary_cli``, 5 cases
-written by ``generate.py``), each run once after a warm-up of the file cache:
+``--cli`` instead times whole processes on ``--data`` (``--cases`` cases, default 20),
+each run once after a warm-up of the file cache (MONAI on the first ``--monai-cases``; the
+ratio is per case, each process's start-up included in its own time):
 
 * ``segeval evaluate pred/ gt/ --metrics all -q`` (the installed entry point: start-up, file
   decoding, counting, HD, HD95, ASSD, MASD, NSD, reductions), with the default workers and
@@ -22,8 +23,8 @@ written by ``generate.py``), each run once after a warm-up of the file cache:
   with nibabel and calls ``compute_hausdorff_distance`` (percentile None and 95),
   ``compute_average_surface_distance(symmetric=True)`` and ``compute_surface_dice``
   (τ = 1.5 mm) on one-hot tensors of the 3 foreground classes, one case after the other;
-* ``segeval evaluate pred/ gt/ -q`` (overlap only) with this checkout and, with
-  ``--before DIR`` (a checkout of segeval before boundary metrics), with that one.
+* ``segeval evaluate pred/ gt/ -q`` (overlap only) with this checkout, and with
+  ``--before DIR`` (another checkout) ``--metrics all`` with that one.
 
 Also measured: the stray-voxel worst case (5 far voxels added to case 0's prediction, which
 stretch the union bounding box to the whole image) vs the clean case; the peak RSS of all
@@ -190,7 +191,7 @@ from monai.metrics import (compute_average_surface_distance, compute_hausdorff_d
                            compute_surface_dice)
 warnings.simplefilter("ignore")
 folder = Path(sys.argv[1])
-for path in sorted((folder / "gt").glob("*.nii.gz")):
+for path in sorted((folder / "gt").glob("*.nii.gz"))[: int(sys.argv[2])]:
     reference = nib.load(path)
     spacing = tuple(float(z) for z in reference.header.get_zooms())
     g = np.asarray(reference.dataobj)
@@ -204,13 +205,14 @@ for path in sorted((folder / "gt").glob("*.nii.gz")):
 """
 
 
-def wall(command: list[str], env: dict[str, str] | None = None) -> float:
+def wall(command: list[str], env: dict[str, str] | None = None,
+         cwd: Path | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
-def cli_benchmark(data: Path, cases: int, before: Path | None) -> None:
+def cli_benchmark(data: Path, cases: int, monai_cases: int, before: Path | None) -> None:
     """Whole processes on one folder (see the module docstring)."""
     import os
     import shutil
@@ -222,27 +224,29 @@ def cli_benchmark(data: Path, cases: int, before: Path | None) -> None:
     pred, gt = str(data / "pred"), str(data / "gt")
     wall([segeval, "evaluate", pred, gt, "-q"])  # warm the file cache
     rows = [
-        (f"segeval evaluate {pred} {gt} --metrics all -q",
+        (f"segeval evaluate {pred} {gt} --metrics all -q", cases,
          wall([segeval, "evaluate", pred, gt, "--metrics", "all", "-q"])),
-        (f"segeval evaluate {pred} {gt} --metrics all -q --workers 1",
+        (f"segeval evaluate {pred} {gt} --metrics all -q --workers 1", cases,
          wall([segeval, "evaluate", pred, gt, "--metrics", "all", "-q", "--workers", "1"])),
-        ("MONAI 1.6 process (nibabel + HD, HD95, ASSD, NSD)",
-         wall([sys.executable, "-c", MONAI_PROCESS, str(data)])),
-        (f"segeval evaluate {pred} {gt} -q (overlap only, this checkout)",
+        ("MONAI 1.6 process (nibabel + HD, HD95, ASSD, NSD)", monai_cases,
+         wall([sys.executable, "-c", MONAI_PROCESS, str(data), str(monai_cases)])),
+        (f"segeval evaluate {pred} {gt} -q (overlap only, this checkout)", cases,
          wall([segeval, "evaluate", pred, gt, "-q"])),
     ]
     if before is not None:
         env = {**os.environ, "PYTHONPATH": str(before)}
-        rows.append((f"same, segeval before boundary metrics ({before})",
-                     wall([sys.executable, "-m", "segeval", "evaluate", pred, gt, "-q"], env)))
-    print(f"Whole processes, {cases} cases 256x256x160, 3 classes, {os.cpu_count()} CPUs\n")
-    print("| command | wall s |")
-    print("|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.2f} |")
-    monai = rows[2][1]
-    print(f"\nMONAI / segeval --metrics all: {monai / rows[0][1]:.1f}x (default workers), "
-          f"{monai / rows[1][1]:.1f}x (--workers 1)")
+        rows.append((f"segeval evaluate {pred} {gt} --metrics all -q, checkout {before}", cases,
+                     wall([sys.executable, "-m", "segeval", "evaluate", pred, gt, "--metrics",
+                           "all", "-q"], env, cwd=before)))
+    print(f"Whole processes, 256x256x160 .nii.gz, 3 classes, {os.cpu_count()} CPUs; "
+          "per case = wall / cases (start-up included)\n")
+    print("| command | cases | wall s | s per case |")
+    print("|---|---|---|---|")
+    for name, n, seconds in rows:
+        print(f"| {name} | {n} | {seconds:.2f} | {seconds / n:.3f} |")
+    monai = rows[2][2] / monai_cases
+    print(f"\nMONAI / segeval --metrics all, per case: {monai / (rows[0][2] / cases):.1f}x "
+          f"(default workers), {monai / (rows[1][2] / cases):.1f}x (--workers 1)")
 
 
 def main() -> None:
@@ -255,15 +259,12 @@ def main() -> None:
                         help="cases for surface-distance and MedPy (MedPy takes ~1 min each)")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--cli", action="store_true",
-                        help="time whole processes on --data (default data/boundary_cli)")
+                        help="time whole processes on --data")
     parser.add_argument("--before", type=Path, default=None,
-                        help="--cli: a segeval checkout before boundary metrics (PYTHONPATH)")
+                        help="--cli: another segeval checkout to time too (PYTHONPATH)")
     args = parser.parse_args()
     if args.cli:
-        data = args.data if args.data != HERE / "data" / "boundary" else \
-            HERE / "data" / "boundary_cli"
-        cli_benchmark(data, 5 if args.cases == parser.get_default("cases") else args.cases,
-                      args.before)
+        cli_benchmark(args.data, args.cases, args.monai_cases, args.before)
         return
 
     if not (args.data / "gt" / f"case_{args.cases - 1:03d}.nii.gz").exists():
