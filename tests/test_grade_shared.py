@@ -84,3 +84,79 @@ def test_an_unpairable_folder_maps_to_its_error(tmp_path):
     assert reports["gone"].message == alone.value.message
     assert list(reports) == ["gone", "other"]  # in the order asked, the others evaluated
     assert reports["other"].reductions.macro_imagewise["dice"] == 1.0  # type: ignore[union-attr]
+
+
+def _blobs(seed: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels 1..3 in random boxes placed differently per seed (so each team's crop differs)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(shape, np.uint8)
+    for label in (1, 2, 3):
+        for _ in range(2):
+            lo = [int(rng.integers(0, n - 3)) for n in shape]
+            size = [int(rng.integers(1, 5)) for _ in shape]
+            out[tuple(slice(a, a + s) for a, s in zip(lo, size, strict=True))] = label
+    return out
+
+
+@pytest.mark.parametrize("surface", ["voxel", "surfel"])
+def test_a_shared_reference_boundary_gives_the_values_of_computing_it_again(surface,
+                                                                            monkeypatch):
+    """The per-case value step keeps each class's reference boundary (and its k-d tree) in the
+    group's dict: later teams reuse it, and their values equal computing the pair alone, bit
+    for bit, although each team's crop (the nonzero box of its pair) starts elsewhere."""
+    from segeval.config import EvalConfig
+    from segeval.engines import distances
+
+    config = EvalConfig.create(boundary_metrics=["hd", "hd95", "assd", "masd", "nsd"],
+                               surface=surface, labels=[1, 2, 3],
+                               regions=[("WT", (1, 2, 3)), ("TC", (1, 3))])
+    reference = _blobs(0, (14, 12, 9))
+    spacing = (0.7, 1.1, 2.5)
+    calls = []
+    real = distances.boundary_of
+
+    def counting(mask, *args, **kwargs):
+        calls.append(int(mask.sum()))
+        return real(mask, *args, **kwargs)
+
+    monkeypatch.setattr(distances, "boundary_of", counting)
+    shared: dict = {}
+    for seed in (1, 2, 3):
+        prediction = _blobs(seed, (14, 12, 9))
+        maps = distances.CaseMaps(reference, prediction, None, spacing)
+        alone = distances.distances_of(maps, config)
+        together = distances.distances_of(maps, config, shared)
+        assert together == alone  # exact, NaN-free here
+        assert set(alone) == {"1", "2", "3", "WT", "TC"}
+    # 5 classes: alone 2 boundaries each time (3 x 10); shared: 5 reference boundaries once,
+    # then the prediction's (3 x 5)
+    assert len(calls) == 3 * 10 + 5 + 3 * 5
+    assert len(shared) == 5
+
+
+def test_grading_3d_boundary_metrics_equals_each_team_alone(tmp_path):
+    """Whole grade runs on 3-D NIfTI teams (voxel and surfel conventions, regions): every
+    team's report equals evaluating its folder alone."""
+    import nibabel as nib
+
+    gt, subs = tmp_path / "gt", tmp_path / "subs"
+    affine = np.diag([0.8, 0.9, 2.0, 1.0])
+    gt.mkdir()
+    for case in range(3):
+        nib.save(nib.Nifti1Image(_blobs(case, (16, 13, 7)), affine), gt / f"c{case}.nii.gz")
+        for team in range(3):
+            (subs / f"t{team}").mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(_blobs(10 * team + case + 100, (16, 13, 7)), affine),
+                     subs / f"t{team}" / f"c{case}.nii.gz")
+    for surface in ("voxel", "surfel"):
+        options = {"boundary_metrics": ["hd", "hd95", "assd", "masd", "nsd"],
+                   "surface": surface, "labels": [1, 2, 3], "regions": [("WT", (1, 2, 3))]}
+        out = tmp_path / f"out-{surface}"
+        grade(subs, gt, out, workers=2, **options)
+        for team in ("t0", "t1", "t2"):
+            alone = segeval.evaluate(subs / team, gt, workers=1, missing="empty",
+                                     invalid="empty", **options).to_dict()
+            graded = json.loads((out / team / "report.json").read_text())
+            assert numbers(graded) == json.loads(json.dumps(numbers(alone))), (surface, team)
+            hd = graded["cases"][0]["metrics"]["WT"]["hd"]
+            assert isinstance(hd, float) and hd > 0

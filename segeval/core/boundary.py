@@ -44,6 +44,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,9 @@ from segeval.config import (
     is_boundary_metric,
 )
 
-__all__ = ["BOUNDARY_METRICS", "SurfaceDistances", "boundary_scores", "hd_percentile",
-           "is_boundary_metric", "nsd_terms", "surface_distances"]
+__all__ = ["BOUNDARY_METRICS", "Boundary", "SurfaceDistances", "boundary_of", "boundary_scores",
+           "distances_between", "hd_percentile", "is_boundary_metric", "nsd_terms",
+           "surface_distances"]
 EmptyDistance = str | float  # "diagonal" | "nan" | "inf" | a number of mm
 # rows of the mask handled at a time, so temporaries stay small on large volumes
 _SLAB_VOXELS = 1 << 23
@@ -88,6 +90,54 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
     return math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True)))
 
 
+class Boundary:
+    """The boundary elements of one mask: positions in mm from the image's first voxel
+    (``origin`` voxels of a crop added), their weights, and a k-d tree over the positions,
+    built on first use and kept (grading queries one reference boundary for every team).
+
+    The positions do not depend on which crop of the image the mask came from, as long as the
+    crop holds every inside voxel: so a boundary can be computed once and measured against
+    many others, with the same values as computing the pair together."""
+
+    __slots__ = ("points", "weights", "_tree")
+
+    def __init__(self, points: np.ndarray, weights: np.ndarray) -> None:
+        self.points, self.weights = points, weights
+        self._tree: Any = None
+
+    @property
+    def size(self) -> int:
+        return len(self.points)
+
+    def nearest(self, points: np.ndarray) -> np.ndarray:
+        """Exact Euclidean distance (mm) from each of ``points`` to its nearest element."""
+        if self._tree is None:
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(self.points, leafsize=32, balanced_tree=False)
+        distances, _ = self._tree.query(points, k=1)
+        return np.asarray(distances, dtype=np.float64)
+
+
+def boundary_of(
+    mask: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    surface: Surface = "voxel",
+    origin: Sequence[int] | None = None,
+) -> Boundary:
+    """The :class:`Boundary` of a boolean mask (``spacing`` in mm per axis, default 1;
+    ``origin``: the index in the whole image of the mask's first voxel when it is a crop)."""
+    mask = np.asarray(mask, dtype=bool)
+    sp = _spacing(mask.ndim, spacing, surface)
+    box = union_box(mask)
+    if box is None:
+        return Boundary(np.zeros((0, mask.ndim)), np.zeros(0))
+    offset = np.array([s.start for s in box], dtype=np.int64)
+    if origin is not None:
+        offset += np.asarray(origin, dtype=np.int64)
+    return Boundary(*_boundary_elements(mask, box, sp, surface, offset))
+
+
 def surface_distances(
     reference: np.ndarray,
     prediction: np.ndarray,
@@ -97,8 +147,8 @@ def surface_distances(
 ) -> SurfaceDistances:
     """Boundaries of two boolean masks of the same shape, and the distances between them.
 
-    ``spacing`` is the voxel size in mm along each axis (default 1.0).  Only the union bounding
-    box of the two masks is scanned, in slabs, so memory stays a small multiple of the masks.
+    ``spacing`` is the voxel size in mm along each axis (default 1.0).  Only each mask's
+    bounding box is scanned, in slabs, so memory stays a small multiple of the masks.
     ``image_shape`` (default: the masks' shape) is the shape of the whole image when the masks
     are a crop of it holding every inside voxel of both (the crop changes no distance, and
     outside the crop is outside, as outside the image): it sets ``diagonal``.
@@ -108,7 +158,31 @@ def surface_distances(
     if reference.shape != prediction.shape:
         raise ValueError(
             f"shapes differ: reference {reference.shape}, prediction {prediction.shape}")
-    ndim = reference.ndim
+    sp = _spacing(reference.ndim, spacing, surface)
+    values = sp.tolist()
+    return distances_between(boundary_of(reference, values, surface),
+                             boundary_of(prediction, values, surface),
+                             image_diagonal(_image_shape(reference.shape, image_shape),
+                                            values), surface)
+
+
+def distances_between(reference: Boundary, prediction: Boundary, diagonal: float,
+                      surface: Surface = "voxel") -> SurfaceDistances:
+    """The two directed distance sets between two boundaries of one image (``diagonal``:
+    the image's, in mm, for the one-empty rule)."""
+    empty = np.zeros(0)
+    if prediction.size == 0 or reference.size == 0:
+        return SurfaceDistances(empty, empty, prediction.weights, reference.weights,
+                                prediction.size, reference.size, diagonal, surface)
+    return SurfaceDistances(
+        reference.nearest(prediction.points), prediction.nearest(reference.points),
+        prediction.weights, reference.weights, prediction.size, reference.size, diagonal,
+        surface,
+    )
+
+
+def _spacing(ndim: int, spacing: Sequence[float] | None, surface: Surface) -> np.ndarray:
+    """The checked spacing (float64 [ndim]) of a mask with ``ndim`` axes."""
     if ndim == 0:
         raise ValueError("boundary metrics need at least one axis")
     sp = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
@@ -118,28 +192,17 @@ def surface_distances(
         raise ValueError(f"surface must be one of {SURFACES}, got {surface!r}")
     if surface == "surfel" and ndim not in (2, 3):
         raise ValueError("the surfel convention is defined for 2-D and 3-D masks only")
+    return sp
+
+
+def _image_shape(shape: tuple[int, ...], image_shape: Sequence[int] | None
+                 ) -> tuple[int, ...]:
     if image_shape is None:
-        image_shape = reference.shape
-    elif len(image_shape) != ndim or any(
-            n < m for n, m in zip(image_shape, reference.shape, strict=True)):
-        raise ValueError(f"image shape {tuple(image_shape)} cannot hold masks of shape "
-                         f"{reference.shape}")
-    diagonal = image_diagonal(image_shape, sp.tolist())
-    box = union_box(reference, prediction)
-    empty = np.zeros(0)
-    if box is None:
-        return SurfaceDistances(empty, empty, empty, empty, 0, 0, diagonal, surface)
-    pred_points, pred_weights = _boundary_elements(prediction, box, sp, surface)
-    ref_points, ref_weights = _boundary_elements(reference, box, sp, surface)
-    if len(pred_points) == 0 or len(ref_points) == 0:
-        return SurfaceDistances(
-            empty, empty, pred_weights, ref_weights, len(pred_points), len(ref_points),
-            diagonal, surface,
-        )
-    return SurfaceDistances(
-        _nearest(pred_points, ref_points), _nearest(ref_points, pred_points),
-        pred_weights, ref_weights, len(pred_points), len(ref_points), diagonal, surface,
-    )
+        return shape
+    if len(image_shape) != len(shape) or any(
+            n < m for n, m in zip(image_shape, shape, strict=True)):
+        raise ValueError(f"image shape {tuple(image_shape)} cannot hold masks of shape {shape}")
+    return tuple(image_shape)
 
 
 def boundary_scores(
@@ -242,21 +305,14 @@ def _percentile(values: np.ndarray, weights: np.ndarray, q: float, surface: Surf
     return float(values[order[min(index, len(values) - 1)]])
 
 
-def _nearest(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance from each point to its nearest target (both in mm)."""
-    from scipy.spatial import cKDTree
-
-    distances, _ = cKDTree(targets, leafsize=32, balanced_tree=False).query(points, k=1)
-    return np.asarray(distances, dtype=np.float64)
-
-
-def union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of ``a | b`` (nonzero voxels of two arrays of one shape), one slice
-    per axis, or None when both are empty."""
+def union_box(a: np.ndarray, b: np.ndarray | None = None) -> tuple[slice, ...] | None:
+    """The bounding box of ``a | b`` (nonzero voxels of two arrays of one shape; of ``a``
+    alone without ``b``), one slice per axis, or None when both are empty."""
     box = []
     for axis in range(a.ndim):
         others = tuple(i for i in range(a.ndim) if i != axis)
-        present = np.flatnonzero(np.any(a, axis=others) | np.any(b, axis=others))
+        seen = np.any(a, axis=others)
+        present = np.flatnonzero(seen if b is None else seen | np.any(b, axis=others))
         if present.size == 0:
             return None
         box.append(slice(int(present[0]), int(present[-1]) + 1))
@@ -264,9 +320,12 @@ def union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def _boundary_elements(
-    mask: np.ndarray, box: tuple[slice, ...], spacing: np.ndarray, surface: Surface
+    mask: np.ndarray, box: tuple[slice, ...], spacing: np.ndarray, surface: Surface,
+    offset: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (mm, relative to the box) and weights of the mask's boundary elements."""
+    """Positions and weights of the mask's boundary elements.  A position is the element's
+    whole-image index (its index in the box + ``offset``) times the spacing, so it does not
+    depend on the box."""
     points: list[np.ndarray] = []
     weights: list[np.ndarray] = []
     # surfel corners run one further than voxels along every axis (corner c joins voxels c-1, c)
@@ -282,6 +341,7 @@ def _boundary_elements(
         index = np.argwhere(found)
         if index.size:
             index[:, 0] += start
+            index += offset
             points.append(index * spacing)
             weights.append(np.ones(len(index)) if weight is None else weight)
     if not points:

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from segeval.config import EvalConfig
-from segeval.core.boundary import boundary_scores, surface_distances, union_box
+from segeval.core.boundary import (
+    boundary_of,
+    boundary_scores,
+    distances_between,
+    image_diagonal,
+    union_box,
+)
 from segeval.engines.interpret import label_maps, to_host
 from segeval.engines.numpy_backend import NumpyBackend
 
@@ -74,7 +80,13 @@ class CaseMaps:
         """(reference, prediction) boolean masks of a class: its labels, evaluated voxels only.
         One label is one comparison; a union of labels is a lookup table over the label
         values (cheaper than ``np.isin`` on uint8/uint16 maps)."""
-        return self._mask(self.reference, members), self._mask(self.prediction, members)
+        return self.reference_mask(members), self.prediction_mask(members)
+
+    def reference_mask(self, members: tuple[int, ...]) -> np.ndarray:
+        return self._mask(self.reference, members)
+
+    def prediction_mask(self, members: tuple[int, ...]) -> np.ndarray:
+        return self._mask(self.prediction, members)
 
     def _mask(self, labels: np.ndarray, members: tuple[int, ...]) -> np.ndarray:
         if len(members) == 1:
@@ -91,27 +103,42 @@ class CaseMaps:
         return mask
 
 
-def distances_of(maps: CaseMaps, config: EvalConfig) -> dict[str, dict[str, float]]:
+def distances_of(maps: CaseMaps, config: EvalConfig,
+                 shared: dict[Any, Any] | None = None) -> dict[str, dict[str, float]]:
     """The boundary metrics of every class of one case's maps (see :func:`case_distances`).
 
     Both maps are cropped once to the bounding box of their nonzero voxels before any class
     mask is built: every class without label 0 lies inside it (outside it is outside every
-    such mask, as outside the image, and distances do not depend on where the crop starts);
-    a class holding label 0 uses the whole image.  The diagonal (one empty mask) stays the
-    whole image's."""
+    such mask, as outside the image), and boundary positions are whole-image positions, so
+    the crop changes no value; a class holding label 0 uses the whole image.  The diagonal
+    (one empty mask) stays the whole image's.
+
+    ``shared``: a dict kept across the cases that share this case's reference file (grading:
+    the same case of every team); each class's reference boundary and its k-d tree are kept
+    there and reused, with the same values as computing them again."""
     classes = maps.classes(config)
     box = union_box(maps.reference, maps.prediction)
+    origin = None
     if box is not None and not any(0 in members for _, members in classes):
         maps = CaseMaps(maps.reference[box], maps.prediction[box],
                         None if maps.valid is None else maps.valid[box], maps.spacing,
                         image_shape=maps.image_shape)
+        origin = tuple(s.start for s in box)
+    spacing = maps.spacing or (1.0,) * maps.reference.ndim
+    diagonal = image_diagonal(maps.image_shape, spacing)
     values: dict[str, dict[str, float]] = {}
     for key, members in classes:
-        reference_mask, prediction_mask = maps.masks(members)
-        distances = surface_distances(reference_mask, prediction_mask, maps.spacing,
-                                      config.surface, image_shape=maps.image_shape)
+        memo_key = ("reference boundary", config.surface, members)
+        reference = None if shared is None else shared.get(memo_key)
+        if reference is None:
+            reference = boundary_of(maps.reference_mask(members), spacing, config.surface,
+                                    origin)
+            if shared is not None:
+                shared[memo_key] = reference
+        prediction = boundary_of(maps.prediction_mask(members), spacing, config.surface, origin)
         values[key] = boundary_scores(
-            distances, config.boundary_metrics, tolerance=config.tolerance_for(key),
+            distances_between(reference, prediction, diagonal, config.surface),
+            config.boundary_metrics, tolerance=config.tolerance_for(key),
             pooled_percentile=config.hd_percentile_mode == "pooled",
             empty_distance=config.empty_distance,
         )

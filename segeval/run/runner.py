@@ -276,7 +276,11 @@ def _open(path: Any, in_folder: bool, config: EvalConfig, channels: bool) -> Hea
     return open_header(path, path.parent if in_folder else None, limits)
 
 
-def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend) -> CaseResult:
+def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend,
+                 shared: dict[Any, Any] | None = None) -> CaseResult:
+    """Count a loaded case, then its per-case values (boundary, lesions) when asked.
+    ``shared``: the dict of a group of cases sharing one reference file (see
+    :func:`load_case`), where reference-side work is kept for the next case of the group."""
     result = loaded.result
     if loaded.reference is None or (result.error_code is not None
                                     and not loaded.prediction_failed):
@@ -299,13 +303,13 @@ def count_loaded(loaded: LoadedCase, config: EvalConfig, backend: Backend) -> Ca
             result.message = f"{message}; scored as an empty prediction (--invalid empty)"
     if (config.boundary_metrics or config.lesion_metrics) and result.counts is not None:
         prediction = None if loaded.prediction_failed else loaded.prediction
-        _guarded(result, _measure(result, prediction, loaded.reference, config),
+        _guarded(result, _measure(result, prediction, loaded.reference, config, shared),
                  result.reference)
     return result
 
 
-def _measure(result: CaseResult, prediction: Any, reference: Any,
-             config: EvalConfig) -> Callable[[], None]:
+def _measure(result: CaseResult, prediction: Any, reference: Any, config: EvalConfig,
+             shared: dict[Any, Any] | None) -> Callable[[], None]:
     """The per-case value step (boundary and lesion metrics) of a case, after counting, from
     the same arrays read once into label maps."""
     def step() -> None:
@@ -319,7 +323,7 @@ def _measure(result: CaseResult, prediction: Any, reference: Any,
             result.lesions, result.lesion_rows = lesions_of(maps, config)
         if not config.boundary_metrics:
             return
-        result.distances = distances_of(maps, config)
+        result.distances = distances_of(maps, config, shared)
         if result.shape is not None and len(result.shape) == 3 and 1 in result.shape:
             result.warnings.append(
                 f"{result.reference}: shape {result.shape} has an axis of length 1, so every "
@@ -369,7 +373,8 @@ class _CaseJob:
 
 class _GroupJob:
     """A picklable ``[cases sharing one reference file] → [CaseResult]``: the reference is
-    opened and decoded once for the group (grading: the same case of every team)."""
+    opened and decoded once for the group (grading: the same case of every team), and each
+    class's reference boundary and k-d tree are built once (boundary metrics)."""
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
@@ -377,7 +382,7 @@ class _GroupJob:
     def __call__(self, group: list[CaseSource]) -> list[CaseResult]:
         references: dict[Any, Any] = {}
         return [count_loaded(load_case(source, self.config, True, references), self.config,
-                             NumpyBackend()) for source in group]
+                             NumpyBackend(), references) for source in group]
 
 
 def evaluate_groups(groups: list[list[CaseSource]], config: EvalConfig, workers: int,
