@@ -281,29 +281,19 @@ def _submission_folder(team: str, paths: list[Path], scratch: Path) -> Path:
 def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
                workers: int | None, case_timeout: float | None,
                options: dict[str, Any], scheduler: str | None = None) -> TeamResult:
+    """One team alone (the ``--scheduler`` path: teams one after the other, each case sent to
+    the cluster)."""
     result = TeamResult(team, ", ".join(p.name for p in paths))
-    if len(paths) > 1:
-        result.status = "invalid"
-        result.reason = f"several submissions named {team!r}: {result.source}"
-        return result
-    (path,) = paths
-    scratch = None
+    scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
     try:
-        if path.is_dir():
-            folder = path
-        else:
-            from segeval.formats.archive import extract_submission
-
-            scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
-            folder = extract_submission(path, scratch).root
+        folder = _submission_folder(team, paths, scratch / "0")
         report = evaluate(folder, reference, workers=workers, case_timeout=case_timeout,
                           cache=out / ".cache", scheduler=scheduler, **options)
     except SegevalError as exc:
         result.status, result.reason = "invalid", exc.message
         return result
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     result.report = report
     report.write_json(out / team / "report.json")
     return result
