@@ -22,6 +22,7 @@ The batch is judged by :func:`judge`:
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import random
@@ -49,7 +50,7 @@ EXTREMES = [0, 1, 2, 7, 127, 255, 2**15 - 1, 2**16 - 1, 2**31 - 1, 2**32 - 1, 2*
             2**64 - 1]
 FLOATS = [0.0, -1.0, 1e-30, 1e30, 1.7e38, float("nan"), float("inf"), float("-inf")]
 TEXT_FORMATS = (".nrrd", ".nhdr", ".mha", ".mhd")
-FORMATS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".npy", ".tif")
+FORMATS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".npy", ".npz", ".tif")
 
 
 # --- bases: small valid files ----------------------------------------------------------------
@@ -61,6 +62,9 @@ def bases(folder: Path) -> dict[str, list[tuple[bytes, int]]]:
         ".nii": [(nii, 352)], ".nii.gz": [(nii, 352)],
         ".png": [(png_bytes(labels(61, (9, 7))), 40)],
         ".npy": [(npy_bytes(volume.astype(np.int16)), 128), (npy_bytes(volume), 128)],
+        # zip local header + name + .npy header lead; the central directory trails
+        ".npz": [(npz_bytes(probabilities=volume), 200),
+                 (npz_bytes(compressed=True, arr_0=volume.astype(np.int16)), 200)],
     }
     for suffix in (".nrrd", ".mha"):
         plain = itk_write(folder / f"base{suffix}", volume).read_bytes()
@@ -83,6 +87,13 @@ def bases(folder: Path) -> dict[str, list[tuple[bytes, int]]]:
     tif = (folder / "base.tif").read_bytes()
     found[".tif"] = [(tif, len(tif))]
     return found
+
+
+def npz_bytes(compressed: bool = False, **arrays: np.ndarray) -> bytes:
+    """A ``.npz`` file's bytes (``np.savez`` or ``np.savez_compressed``)."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
 
 
 # --- mutations -------------------------------------------------------------------------------
@@ -249,6 +260,15 @@ def reference_reading(path: Path) -> np.ndarray:
         array = np.asanyarray(nib.load(str(path)).dataobj)
     elif name.endswith(".npy"):
         array = np.load(path, allow_pickle=False)
+    elif name.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as archive:  # segeval's member rule
+            names = archive.files
+            if "probabilities" in names:
+                array = archive["probabilities"]
+            elif len(names) == 1:
+                array = archive[names[0]]
+            else:
+                raise ValueError(f"members {names}: none named probabilities")
     elif name.endswith(".png"):
         from PIL import Image
 
