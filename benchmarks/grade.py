@@ -83,12 +83,15 @@ def numbers(out: Path) -> dict:
 
 
 def same_numbers(before: dict, after: dict) -> bool:
-    """Equal, except for options one version does not have (a newer version records more
-    options in ``config``, each at its default)."""
+    """Equal, except for what one version does not write (a newer version records more
+    options in ``config``, each at its default, and more report keys)."""
     for one, other in ((before, after), (after, before)):
         for team, report in one["reports"].items():
-            theirs = other["reports"].get(team, {}).get("config", {})
-            report["config"] = {k: v for k, v in report["config"].items() if k in theirs}
+            theirs = other["reports"].get(team, {})
+            for key in [k for k in report if k not in theirs]:
+                del report[key]
+            report["config"] = {k: v for k, v in report.get("config", {}).items()
+                                if k in theirs.get("config", {})}
     return before == after
 
 
