@@ -5,9 +5,11 @@ cases from the numbers already in it, and re-reads only those cases' files to dr
 
 Rules (documented in ``docs/report.md``):
 
-* **Which cases.**  For each class, the ``worst`` cases with the lowest per-case ``metric``
-  (``cases[i].metrics[class][metric]``); undefined (null) values are never picked; ties go
-  to the case id in sorting order.
+* **Which cases.**  For each class, the ``worst`` cases by per-case ``metric``
+  (``cases[i].metrics[class][metric]``): the lowest values, or the highest for a metric
+  where lower is better (:func:`segeval.config.lower_is_better`: distances, lesion FP/FN
+  counts and volumes); undefined (null) values are never picked; ties go to the case id in
+  sorting order.
 * **What is drawn.**  The class's voxels interpreted as when counting: a label map's labels
   (a class unites its labels), a probability map at ``p > threshold`` (after the sigmoid
   with ``logits: sigmoid``), channel layouts by argmax or, with ``multilabel``, per channel.
@@ -15,8 +17,25 @@ Rules (documented in ``docs/report.md``):
   with an empty prediction.  Voxels whose reference is the ignore index are not coloured.
   Soft counts (``--soft``) are drawn at the threshold; the numbers in the picture are
   always the report's.
+* **Lesions.**  When the report holds lesion values for the case and class (the run asked
+  for a lesion metric), each *missed* reference lesion (``status`` fn of
+  :func:`segeval.core.lesions.lesion_rows`) and each *false-positive* predicted lesion
+  (``status`` fp) is outlined (:data:`MARK_COLOURS`: the lesion's pixels that have a
+  4-neighbour outside it in the picture, drawn opaque over the fill).  The lesions are
+  labelled, matched and filtered by the lesion functions themselves
+  (:func:`~segeval.core.lesions.lesion_labels`, :func:`~segeval.core.lesions.lesion_table`)
+  under the report's ``config`` (:func:`segeval.engines.lesions.options_of`: connectivity,
+  dilation for matching, size filter, ...), on the drawn masks and the case's spacing: a
+  lesion found only through the dilation is not missed, a dropped (too small) reference
+  lesion and an ignored prediction are not outlined.  Before drawing, every lesion value
+  the report holds for the case and class (``lesion_fn``, ``lesion_fp``, ``lesion_f1``,
+  ...) must be what that table gives; otherwise (the files changed since the evaluation)
+  the case is left out with an :class:`OverlayWarning`.  A fourth caption line gives the
+  counts: reference lesions, found, missed; predicted lesions, false positives.
 * **Which slices** (3-D).  Along each array axis, the slice holding the most error voxels
-  (FP + FN of the class); ties go to the lowest index.  Without any error, the slice with
+  (FP + FN of the class); ties go to the lowest index.  When the class has a missed lesion,
+  only the slices crossing one compete (else, when it has a false-positive lesion, only
+  those crossing one), so that every picture shows one.  Without any error, the slice with
   the most reference-or-prediction voxels; in an empty volume, the middle slice.
 * **Orientation.**  Volumes are turned to RAS with their affine (nearest axis permutation
   and flips; none for formats without geometry, whose index order is taken as RAS) and
@@ -26,7 +45,8 @@ Rules (documented in ``docs/report.md``):
   keep the voxel spacing's aspect ratio.
 * **Colours.**  TP green, FP red, FN blue (:data:`COLOURS`), blended with alpha
   :data:`ALPHA` over the image (when ``images_dir`` holds one for the case, windowed to its
-  1st-99th percentile) or over a neutral grey (:data:`GREY`).
+  1st-99th percentile) or over a neutral grey (:data:`GREY`); lesion outlines opaque,
+  missed yellow, false-positive cyan (:data:`MARK_COLOURS`).
 * **Files.**  ``<out_dir>/<case_id>__<class_key>__<view>.png`` with view ``axial``,
   ``coronal``, ``sagittal`` or ``2d``; ids and keys are reduced to ``[A-Za-z0-9._-]``, and a
   name that had to change gets a short hash of the original, so that names never collide.
@@ -45,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from segeval.config import EvalConfig
+from segeval.config import EvalConfig, lower_is_better
 from segeval.engines.interpret import class_voxels
 from segeval.engines.numpy_backend import NumpyBackend
 from segeval.errors import CaseError, UsageError
@@ -57,12 +77,20 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "FP": (1.0, 0.1, 0.1),  # red: prediction only
     "FN": (0.1, 0.4, 1.0),  # blue: reference only
 }
+# lesion outlines (opaque): colours none of the fills use
+MARK_COLOURS: dict[str, tuple[float, float, float]] = {
+    "missed": (1.0, 0.85, 0.0),  # yellow: a reference lesion no predicted lesion touches
+    "false_positive": (0.0, 0.9, 1.0),  # cyan: a predicted lesion touching no reference lesion
+}
+MARK_LABELS: dict[str, str] = {"missed": "missed lesion", "false_positive": "FP lesion"}
 ALPHA = 0.6
 GREY = 0.3  # the neutral background without an image
 VIEWS_3D = (("axial", 2), ("coronal", 1), ("sagittal", 0))  # view, RAS axis held fixed
 DPI = 100
 HEADER_PX = 62  # three lines of text above the image
+LINE_PX = 19  # each further line (the lesion counts)
 FOOTER_PX = 30  # the legend below it
+LEGEND_ROW_PX = 18  # each further row of the legend (the lesion outlines)
 MIN_WIDTH_PX = 420
 TARGET_PX = (320, 640)  # the image's long side is zoomed into this range when possible
 IMAGE_CHANNEL_SUFFIX = "_0000"  # nnU-Net's first input channel
@@ -84,6 +112,8 @@ class Plane:
     evaluated: np.ndarray  # bool [rows, cols]
     background: np.ndarray | None  # float [rows, cols] or [rows, cols, 3] in [0, 1]
     spacing: tuple[float, float]  # (row, column) pixel size
+    # lesions to outline, {MARK_COLOURS key: bool [rows, cols]}; None: no lesion values
+    marks: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,12 +138,14 @@ class Layout:
 
 def worst_cases(report: Mapping[str, Any], class_key: str, metric: str = "dice",
                 worst: int = 5) -> list[Mapping[str, Any]]:
-    """The ``worst`` scored cases with the lowest defined per-case ``metric`` of a class
-    (ties: case id order)."""
-    scored = [case for case in report["cases"]
-              if _case_value(case, class_key, metric) is not None]
-    scored.sort(key=lambda case: (_case_value(case, class_key, metric), case["id"]))
-    return scored[:max(worst, 0)]
+    """The ``worst`` scored cases by the defined per-case ``metric`` of a class: the lowest
+    values, the highest where lower is better (:func:`segeval.config.lower_is_better`);
+    ties: case id order."""
+    sign = -1.0 if lower_is_better(metric) else 1.0
+    scored = [(sign * value, case["id"], case) for case in report["cases"]
+              if (value := _case_value(case, class_key, metric)) is not None]
+    scored.sort(key=lambda item: item[:2])
+    return [case for _, _, case in scored[:max(worst, 0)]]
 
 
 def _case_value(case: Mapping[str, Any], class_key: str, metric: str) -> float | None:
@@ -134,19 +166,100 @@ def class_masks(prediction: np.ndarray | None, reference: np.ndarray,
                         NumpyBackend())
 
 
+@dataclass(frozen=True)
+class LesionMarks:
+    """The lesions outlined in the pictures of one case and class, and the caption's counts.
+
+    ``missed`` / ``false_positive``: bool, the masks' shape, the voxels of the reference
+    lesions with status fn / the predicted lesions with status fp
+    (:func:`segeval.core.lesions.lesion_rows`); ``values``: every lesion table value of the
+    case and class (:data:`segeval.engines.lesions.TABLE_METRICS`), with ``lesion_fn`` and
+    ``lesion_fp`` the numbers of lesions in those two sets.
+    """
+
+    missed: np.ndarray
+    false_positive: np.ndarray
+    values: Mapping[str, float]
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """``{MARK_COLOURS key: bool volume}``."""
+        return {"missed": self.missed, "false_positive": self.false_positive}
+
+
+def lesion_marks(reference: np.ndarray, prediction: np.ndarray,
+                 spacing: Sequence[float] | None, config: Mapping[str, Any],
+                 reported: Mapping[str, Any] | None = None) -> LesionMarks:
+    """The missed and false-positive lesions of one class's (reference, prediction) masks
+    (as :func:`class_masks` gives them) under the lesion rules of the report's ``config``,
+    by the lesion functions the evaluation uses (labels, one overlap table, per-lesion
+    statuses); ``spacing``: the case's voxel size in mm (the size filter).
+
+    ``reported``: the case's ``cases[i].metrics[class]``; each lesion table value in it must
+    equal the table's (null = NaN; counts exactly, other values to 1e-9), else ValueError
+    (the files are no longer what was evaluated).
+    """
+    from segeval.core.lesions import lesion_labels, lesion_rows, lesion_scores, lesion_table
+    from segeval.engines.lesions import TABLE_METRICS, options_of
+
+    options = options_of(EvalConfig.from_dict(config))
+    labels = lesion_labels(reference, prediction, options)
+    table = lesion_table(reference, prediction, spacing, options, labels)
+    rows = lesion_rows(table, options)
+    missed_ids = [r["lesion"] for r in rows if r["side"] == "reference" and r["status"] == "fn"]
+    fp_ids = [r["lesion"] for r in rows if r["side"] == "prediction" and r["status"] == "fp"]
+    missed = np.zeros(reference.shape, bool)
+    false_positive = np.zeros(reference.shape, bool)
+    if labels.box is not None:  # the ids live in the box of the case's lesions
+        missed[labels.box] = np.isin(labels.reference, missed_ids)
+        false_positive[labels.box] = np.isin(labels.prediction, fp_ids)
+    values = {**lesion_scores(table, options, TABLE_METRICS),
+              "lesion_fn": len(missed_ids), "lesion_fp": len(fp_ids)}
+    for name, value in (reported or {}).items():
+        if name in values and not _same_value(value, values[name]):
+            raise ValueError(f"{name} is {fmt(value)} in the report but "
+                             f"{fmt(values[name])} from the files now")
+    return LesionMarks(missed, false_positive, values)
+
+
+def _same_value(reported: Any, drawn: float) -> bool:
+    if reported is None or (isinstance(reported, float) and math.isnan(reported)):
+        return math.isnan(drawn)
+    return math.isclose(float(reported), float(drawn), rel_tol=1e-9, abs_tol=1e-12)
+
+
+def lesion_caption(marks: LesionMarks, reported: Mapping[str, Any]) -> str:
+    """``lesions: 3 ref, 2 found, 1 missed · 4 pred, 2 FP``: the report's counts where it
+    holds them (the run asked for them), else the table's, equal to every value it holds."""
+    def count(name: str) -> int:
+        value = reported.get(name)
+        return int(marks.values[name] if value is None else value)
+
+    return (f"lesions: {count('n_ref_lesions')} ref, {count('lesion_tp')} found, "
+            f"{count('lesion_fn')} missed · {count('n_pred_lesions')} pred, "
+            f"{count('lesion_fp')} FP")
+
+
 # ----------------------------------------------------------------------------- slices
 
-def error_slices(reference: np.ndarray, prediction: np.ndarray) -> tuple[int, ...]:
+def error_slices(reference: np.ndarray, prediction: np.ndarray,
+                 prefer: Sequence[np.ndarray] = ()) -> tuple[int, ...]:
     """For each axis, the slice index with the most error voxels (FP + FN).
 
-    Ties go to the lowest index.  Without any error voxel, the slice with the most voxels
-    in the reference or the prediction; in an empty volume, the middle slice.
+    Ties go to the lowest index.  ``prefer``: bool volumes in order of preference (missed
+    lesions, false-positive lesions): only the slices crossing the first non-empty one
+    compete.  Without any error voxel, the slice with the most voxels in the reference or
+    the prediction; in an empty volume, the middle slice.
     """
     error = reference != prediction
     either = reference | prediction
+    wanted = next((mask for mask in prefer if mask.any()), None)
     chosen = []
     for axis in range(reference.ndim):
         others = tuple(a for a in range(reference.ndim) if a != axis)
+        if wanted is not None:  # -1: never a slice that misses every wanted voxel
+            per_slice = np.where(wanted.any(axis=others), error.sum(axis=others), -1)
+            chosen.append(int(np.argmax(per_slice)))
+            continue
         for weights in (error, either):
             per_slice = weights.sum(axis=others)
             if per_slice.any():
@@ -176,10 +289,12 @@ def ras_axes(affine: np.ndarray | None) -> tuple[tuple[int, ...], tuple[bool, ..
 
 def volume_planes(reference: np.ndarray, prediction: np.ndarray, evaluated: np.ndarray,
                   background: np.ndarray | None, spacing: Sequence[float],
-                  affine: np.ndarray | None) -> list[Plane]:
-    """The axial, coronal and sagittal planes through the slices of :func:`error_slices`,
-    oriented in the radiological convention (module docstring)."""
-    slices = error_slices(reference, prediction)
+                  affine: np.ndarray | None,
+                  marks: Mapping[str, np.ndarray] | None = None) -> list[Plane]:
+    """The axial, coronal and sagittal planes through the slices of :func:`error_slices`
+    (preferring the ``marks`` in their order), oriented in the radiological convention
+    (module docstring); ``marks`` (bool volumes) are cut like the masks."""
+    slices = error_slices(reference, prediction, tuple((marks or {}).values()))
     array_of, flipped = ras_axes(affine)
     planes = []
     for view, world in VIEWS_3D:
@@ -202,28 +317,34 @@ def volume_planes(reference: np.ndarray, prediction: np.ndarray, evaluated: np.n
             reference=cut(reference), prediction=cut(prediction), evaluated=cut(evaluated),
             background=None if background is None else cut(background),
             spacing=(float(spacing[array_of[row_world]]), float(spacing[array_of[col_world]])),
+            marks=None if marks is None else {k: cut(v) for k, v in marks.items()},
         ))
     return planes
 
 
 def image_planes(reference: np.ndarray, prediction: np.ndarray, evaluated: np.ndarray,
                  background: np.ndarray | None, spacing: Sequence[float],
-                 affine: np.ndarray | None) -> list[Plane]:
+                 affine: np.ndarray | None,
+                 marks: Mapping[str, np.ndarray] | None = None) -> list[Plane]:
     """The planes to draw for one case: one for a 2-D image, three for a volume."""
     if reference.ndim == 3:
-        return volume_planes(reference, prediction, evaluated, background, spacing, affine)
+        return volume_planes(reference, prediction, evaluated, background, spacing, affine,
+                             marks)
     return [Plane("2d", None, None, reference, prediction, evaluated, background,
-                  (float(spacing[0]), float(spacing[1])))]
+                  (float(spacing[0]), float(spacing[1])), marks)]
 
 
 # ----------------------------------------------------------------------------- drawing
 
 def overlay_rgb(reference: np.ndarray, prediction: np.ndarray,
                 background: np.ndarray | None = None,
-                evaluated: np.ndarray | None = None) -> np.ndarray:
+                evaluated: np.ndarray | None = None,
+                marks: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
     """The picture's pixels, uint8 [rows, cols, 3]: TP/FP/FN colours blended with
     :data:`ALPHA` over ``background`` (grey [rows, cols] or RGB [rows, cols, 3] in [0, 1];
-    :data:`GREY` when None).  Pixels outside ``evaluated`` keep the background."""
+    :data:`GREY` when None).  Pixels outside ``evaluated`` keep the background.  ``marks``
+    (``{MARK_COLOURS key: bool [rows, cols]}``): each region's outline, its pixels with a
+    4-neighbour outside it (the image's edge is outside), opaque in its colour."""
     shape = reference.shape
     if background is None:
         base = np.full((*shape, 3), GREY)
@@ -237,7 +358,18 @@ def overlay_rgb(reference: np.ndarray, prediction: np.ndarray,
                         ("FN", reference & ~prediction)):
         where = where & inside
         out[where] = (1 - ALPHA) * base[where] + ALPHA * np.asarray(COLOURS[name])
+    for name, region in (marks or {}).items():
+        out[outline(region)] = MARK_COLOURS[name]
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def outline(region: np.ndarray) -> np.ndarray:
+    """bool [rows, cols]: the pixels of ``region`` with a 4-neighbour outside it (outside the
+    image counts as outside), i.e. ``region`` minus its erosion by the 4-neighbourhood."""
+    from scipy.ndimage import binary_erosion
+
+    region = np.asarray(region, dtype=bool)
+    return region & ~binary_erosion(region, border_value=0)
 
 
 def legend_colour(name: str) -> tuple[float, float, float]:
@@ -260,42 +392,56 @@ def pixel_scale(shape: Sequence[int], spacing: Sequence[float]) -> float:
     return zoom / unit
 
 
-def layout(shape: tuple[int, int], spacing: tuple[float, float], scale: float) -> Layout:
+def layout(shape: tuple[int, int], spacing: tuple[float, float], scale: float,
+           lines: int = 3, legend_rows: int = 1) -> Layout:
     """Figure and image size in pixels: the image is ``scale`` pixels per unit of spacing
-    in both directions, so it keeps the voxels' aspect ratio."""
+    in both directions, so it keeps the voxels' aspect ratio; room above it for ``lines``
+    lines of text (at least three) and below it for ``legend_rows`` rows of legend."""
     rows, cols = shape
     image_height = max(1, round(rows * spacing[0] * scale))
     image_width = max(1, round(cols * spacing[1] * scale))
     fig_width = max(image_width, MIN_WIDTH_PX)
-    return Layout(width=fig_width, height=HEADER_PX + image_height + FOOTER_PX,
-                  left=(fig_width - image_width) // 2, top=HEADER_PX,
+    header = HEADER_PX + LINE_PX * max(lines - 3, 0)
+    footer = FOOTER_PX + LEGEND_ROW_PX * max(legend_rows - 1, 0)
+    return Layout(width=fig_width, height=header + image_height + footer,
+                  left=(fig_width - image_width) // 2, top=header,
                   image_width=image_width, image_height=image_height)
 
 
 def draw_plane(plane: Plane, lines: Sequence[str], path: Path, scale: float) -> Layout:
-    """Write one PNG: up to three ``lines`` of text on top (the first in bold), the
-    picture, the legend below.  Returns where the picture lies in the PNG."""
+    """Write one PNG: up to four ``lines`` of text on top (the first in bold), the
+    picture, the legend below (with the lesion outlines when ``plane.marks`` is given).
+    Returns where the picture lies in the PNG."""
     from segeval.outputs.plots import require_matplotlib
 
     require_matplotlib("drawing overlays")
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    rgb = overlay_rgb(plane.reference, plane.prediction, plane.background, plane.evaluated)
-    box = layout(plane.reference.shape, plane.spacing, scale)
+    lines = list(lines[:4])
+    rgb = overlay_rgb(plane.reference, plane.prediction, plane.background, plane.evaluated,
+                      plane.marks)
+    box = layout(plane.reference.shape, plane.spacing, scale, len(lines),
+                 1 if plane.marks is None else 2)
+    footer = box.height - box.top - box.image_height
     figure = Figure(figsize=(box.width / DPI, box.height / DPI), dpi=DPI, facecolor="white")
-    axes = figure.add_axes((box.left / box.width, FOOTER_PX / box.height,
+    axes = figure.add_axes((box.left / box.width, footer / box.height,
                             box.image_width / box.width, box.image_height / box.height))
     axes.imshow(rgb, interpolation="nearest", resample=False, aspect="auto",
                 origin="upper")
     axes.set_axis_off()
     text: dict[str, Any] = {"parse_math": False, "ha": "center", "va": "top", "fontsize": 9}
-    for number, line in enumerate(lines[:3]):
+    for number, line in enumerate(lines):
         figure.text(0.5, 1 - (4 + 19 * number) / box.height, line,
                     fontweight="bold" if number == 0 else "normal", **text)
     handles = [Patch(facecolor=legend_colour(name), edgecolor="none", label=label)
                for name, label in (("TP", "TP (both)"), ("FP", "FP (prediction only)"),
                                    ("FN", "FN (reference only)"))]
+    if plane.marks is not None:  # a second row; the legend fills its columns first
+        missed, false_positive = (Patch(facecolor="none", edgecolor=MARK_COLOURS[name],
+                                        linewidth=2, label=MARK_LABELS[name])
+                                  for name in ("missed", "false_positive"))
+        handles = [handles[0], missed, handles[1], false_positive, handles[2]]
     figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8,
                   handlelength=1.2, borderaxespad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,19 +572,30 @@ def _draw_case(case: Mapping[str, Any], classes: list[Mapping[str, Any]],
         title = f"case {case['id']} · class {spec['key']}"
         if spec["name"] != spec["key"]:
             title += f" {spec['name']}"
-        scores = case_scores(case["metrics"][spec["key"]], metric)
+        values = case["metrics"][spec["key"]]
+        scores = case_scores(values, metric)
         if empty_prediction:
             scores += " · scored as an empty prediction"
+        marks, lesions = None, ""
+        if any(name in values for name in config.get("lesion_metrics") or ()):
+            spacing = case.get("spacing") or reference.spacing  # what the run measured with
+            try:
+                found = lesion_marks(ref, pred, tuple(spacing)[:ref.ndim], config, values)
+            except ValueError as exc:
+                raise ValueError(f"class {spec['key']}: {exc}") from None
+            marks, lesions = found.masks(), lesion_caption(found, values)
         items = []
         scale = pixel_scale(ref.shape, reference.spacing[:ref.ndim])
         for plane in image_planes(ref, pred, evaluated, background, reference.spacing,
-                                  reference.affine):
+                                  reference.affine, marks):
             where = plane.view if plane.index is None else \
                 f"{plane.view}: slice {plane.index} of array axis {plane.axis}"
             path = out_dir / (f"{safe_name(case['id'])}__{safe_name(spec['key'])}__"
                               f"{plane.view}.png")
-            draw_plane(plane, (title, scores, where), path, scale)
-            items.append((f"{title} · {where} · {scores}", str(path)))
+            lines = (title, scores, lesions, where) if lesions else (title, scores, where)
+            draw_plane(plane, lines, path, scale)
+            items.append((" · ".join((title, where, scores, *([lesions] if lesions else []))),
+                          str(path)))
         pictures[spec["key"]] = items
     return pictures
 
