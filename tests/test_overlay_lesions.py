@@ -233,3 +233,35 @@ def test_class_masks_are_the_masks_the_lesions_were_measured_on():
     values = report["cases"][0]["metrics"]["1"]
     marks = lesion_marks(ref, pred, None, report["config"], values)  # checks every value
     assert marks.values["lesion_fp"] == values["lesion_fp"] == 1
+
+
+def test_cli_worst_by_a_lesion_metric(tmp_path):
+    """Two cases: ``lesions`` (dice 0.507, lesion F1 0.5) and ``shifted`` (one lesion, found:
+    lesion F1 1; dice 2·90 / (240 + 150) = 0.46).  --worst 1 picks ``shifted`` by dice,
+    ``lesions`` with --worst-by lesion_f1."""
+    from typer.testing import CliRunner
+
+    from segeval.commands.app import app
+
+    reference, prediction = lesion_case()
+    shifted_ref = np.zeros(SHAPE, np.uint8)
+    shifted_ref[2:10, 2:8, 2:7] = 1
+    shifted_pred = np.zeros(SHAPE, np.uint8)
+    shifted_pred[7:12, 2:8, 2:7] = 1
+    for side, arrays in (("gt", (reference, shifted_ref)), ("pred", (prediction, shifted_pred))):
+        (tmp_path / side).mkdir()
+        for name, array in zip(("lesions", "shifted"), arrays, strict=True):
+            nib.save(nib.Nifti1Image(array, np.eye(4)), tmp_path / side / f"{name}.nii.gz")
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--worst", "1", "--quiet"]
+    for extra, drawn in (([], "shifted"), (["--worst-by", "lesion_f1"], "lesions")):
+        out = tmp_path / f"out{len(extra)}"
+        result = CliRunner().invoke(app, [*args, "--metrics", "lesion_f1", "--overlays",
+                                          str(out), *extra])
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in out.iterdir()) == \
+            [f"{drawn}__1__{view}.png" for view in ("axial", "coronal", "sagittal")]
+    bad = CliRunner().invoke(app, [*args, "--overlays", str(tmp_path / "bad"),
+                                   "--worst-by", "lesion_f1"])
+    assert bad.exit_code == 2 and "--worst-by lesion_f1: not a metric this run computes" \
+        in bad.output
+    assert not (tmp_path / "bad").exists()

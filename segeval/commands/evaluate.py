@@ -82,6 +82,7 @@ def make_command(headline_metric: str | None) -> Any:
         overlays_dir: o.OverlaysDir = None,
         images_dir: o.ImagesDir = None,
         worst: o.Worst = 5,
+        worst_by: o.WorstBy = None,
         export: o.Export = None,
         markdown_path: o.MarkdownPath = None,
         junit_path: o.JunitPath = None,
@@ -143,6 +144,7 @@ def make_command(headline_metric: str | None) -> Any:
             if lesions_path and not options.get("lesion_metrics"):
                 raise UsageError("E_USAGE", "--lesions: no lesion metric is asked for",
                                  hint="add e.g. --metrics lesion_f1 (or lesions)")
+            check_worst_by(worst_by, options)
             bars = parse_bars(fail_under or [])
             check_bar_classes(bars, EvalConfig.create(**options))
             outputs = Outputs(json=json_paths or [], csv=csv_paths or [],
@@ -161,7 +163,8 @@ def make_command(headline_metric: str | None) -> Any:
                    ci={"markdown_path": markdown_path, "junit_path": junit_path,
                        "github": github},
                    pictures={"html_path": html_path, "overlays_dir": overlays_dir,
-                             "images_dir": images_dir, "worst": worst},
+                             "images_dir": images_dir, "worst": worst,
+                             "worst_by": worst_by},
                    quiet=quiet, debug=debug, all_metrics=headline_metric is None)
         raise typer.Exit(int(code))
 
@@ -330,9 +333,21 @@ def exit_code(report: Any, bar_results: list[Any], err: Any,
     return ExitCode.BAR_NOT_MET if missed else ExitCode.OK
 
 
+def check_worst_by(worst_by: str | None, options: dict[str, Any]) -> None:
+    """--worst-by names a metric this run computes: an overlap metric, or a boundary or
+    lesion metric asked for with --metrics."""
+    computed = (*METRICS, *options.get("boundary_metrics", ()),
+                *options.get("lesion_metrics", ()))
+    if worst_by is not None and worst_by not in computed:
+        raise UsageError("E_USAGE", f"--worst-by {worst_by}: not a metric this run computes",
+                         hint=f"one of {', '.join(computed)}; add it to --metrics")
+
+
 def write_pictures(data: dict[str, Any], metric: str, err: Any, *, html_path: str | None,
-                   overlays_dir: Path | None, images_dir: Path | None, worst: int) -> None:
-    """--overlays (PNG pictures of the worst cases) and --html (which embeds them)."""
+                   overlays_dir: Path | None, images_dir: Path | None, worst: int,
+                   worst_by: str | None = None) -> None:
+    """--overlays (PNG pictures of the worst cases by ``worst_by``, else the headline
+    ``metric``) and --html (which embeds them)."""
     import warnings
 
     pictures = None
@@ -342,7 +357,7 @@ def write_pictures(data: dict[str, Any], metric: str, err: Any, *, html_path: st
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pictures = write_overlays(data, overlays_dir, images_dir=images_dir, worst=worst,
-                                      metric=metric)
+                                      metric=worst_by or metric)
         for warning in caught:
             err.print(f"segeval: warning: {warning.message}", markup=False)
     if html_path:

@@ -187,6 +187,10 @@ ImagesDir = Annotated[Path | None, typer.Option(
     rich_help_panel=OUTPUTS)]
 Worst = Annotated[int, typer.Option(help="Cases per class for --overlays.",
                                     rich_help_panel=OUTPUTS)]
+WorstBy = Annotated[str | None, typer.Option(
+    "--worst-by", help="The per-case metric that picks --overlays' worst cases (default: "
+    "--metric): any metric the run computes, e.g. lesion_f1, or hd95 (the highest values "
+    "are the worst where lower is better).", rich_help_panel=OUTPUTS)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no table.",
                                      rich_help_panel=OUTPUTS)]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.",
