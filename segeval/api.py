@@ -80,24 +80,43 @@ def evaluate(
     started = time.perf_counter()
     pairing = pair_inputs(prediction, reference, config.prediction_suffix)
     resolved = resolve_device(device, pairing)
+    n_workers = checked_workers(workers, case_timeout)
+    count_cache = count_cache_of(cache, config)
+    if case_timeout is None and pairing.from_files and resolved == "cpu" and scheduler is None:
+        case_timeout = default_case_timeout(pairing.cases)  # recorded in the report's run
+    results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
+                        progress, case_timeout, count_cache, scheduler)
+    return build_report(config, pairing, results,
+                        run_facts(resolved, n_workers, case_timeout, scheduler, count_cache),
+                        started, regions_from)
+
+
+def checked_workers(workers: int | None, case_timeout: float | None) -> int:
+    """The number of worker processes (default: :func:`default_workers`), after checking
+    ``workers`` and ``case_timeout``."""
     n_workers = default_workers() if workers is None else workers
     if n_workers < 1:
         raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
     if case_timeout is not None and not case_timeout > 0:
         raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
-    count_cache = None
-    if cache is not None:
-        from segeval.run.cache import CountCache  # hashlib & co. only when a cache is used
+    return n_workers
 
-        count_cache = CountCache(cache, config)
-    if case_timeout is None and pairing.from_files and resolved == "cpu" and scheduler is None:
-        case_timeout = default_case_timeout(pairing.cases)  # recorded in the report's run
-    results = run_cases(pairing.cases, config, resolved, pairing.from_files, n_workers,
-                        progress, case_timeout, count_cache, scheduler)
-    run = {"device": resolved, "backend": "numpy" if resolved == "cpu" else "torch",
-           "workers": n_workers, "case_timeout": case_timeout, "scheduler": scheduler,
-           "cache_hits": None if count_cache is None else count_cache.hits}
-    return build_report(config, pairing, results, run, started, regions_from)
+
+def count_cache_of(cache: str | Path | None, config: EvalConfig) -> Any:
+    """The :class:`~segeval.run.cache.CountCache` in folder ``cache`` (None: no cache)."""
+    if cache is None:
+        return None
+    from segeval.run.cache import CountCache  # hashlib & co. only when a cache is used
+
+    return CountCache(cache, config)
+
+
+def run_facts(device: str, workers: int, case_timeout: float | None, scheduler: str | None,
+              count_cache: Any) -> dict[str, Any]:
+    """The report's ``run`` block before the results are known (see :func:`build_report`)."""
+    return {"device": device, "backend": "numpy" if device == "cpu" else "torch",
+            "workers": workers, "case_timeout": case_timeout, "scheduler": scheduler,
+            "cache_hits": None if count_cache is None else count_cache.hits}
 
 
 def evaluate_many(
@@ -122,49 +141,43 @@ def evaluate_many(
 
     config = EvalConfig.create(**options)
     started = time.perf_counter()
-    n_workers = default_workers() if workers is None else workers
-    if n_workers < 1:
-        raise UsageError("E_USAGE", f"--workers {workers}: must be at least 1")
-    if case_timeout is not None and not case_timeout > 0:
-        raise UsageError("E_USAGE", f"--case-timeout {case_timeout}: must be positive seconds")
+    n_workers = checked_workers(workers, case_timeout)
     out: dict[str, Report | SegevalError] = {}
     teams: dict[str, tuple[Pairing, list[CaseResult | None], Any, float]] = {}
-    groups: dict[Any, list[tuple[str, int]]] = {}
+    groups: dict[str, list[tuple[str, int]]] = {}  # reference file → (team, case index)
     for name, folder in predictions.items():
         try:
             pairing = pair_inputs(folder, reference, config.prediction_suffix)
         except SegevalError as exc:
             out[name] = exc
             continue
-        count_cache = None
-        if cache is not None:
-            from segeval.run.cache import CountCache
-
-            count_cache = CountCache(cache, config)
-        keys = [None if count_cache is None else count_cache.key(c) for c in pairing.cases]
-        found = [None if count_cache is None else count_cache.get(key, c)
-                 for key, c in zip(keys, pairing.cases, strict=True)]
+        count_cache = count_cache_of(cache, config)
+        found = [None if count_cache is None else count_cache.get(count_cache.key(c), c)
+                 for c in pairing.cases]
         limit = case_timeout or default_case_timeout(pairing.cases)
-        teams[name] = (pairing, found, (count_cache, keys), limit)
+        teams[name] = (pairing, found, count_cache, limit)
         for index, (case, result) in enumerate(zip(pairing.cases, found, strict=True)):
             if result is None:
                 groups.setdefault(str(case.reference), []).append((name, index))
     members = list(groups.values())
+
+    def done(g: int, results: list[CaseResult]) -> None:  # cached as soon as final
+        for (name, index), result in zip(members[g], results, strict=True):
+            pairing, found, count_cache, _ = teams[name]
+            found[index] = result
+            if count_cache is not None:
+                count_cache.put(count_cache.key(pairing.cases[index]), result)
+
     computed = evaluate_groups(
         [[teams[name][0].cases[i] for name, i in group] for group in members], config,
-        n_workers, [[teams[name][3] for name, _ in group] for group in members])
-    for group, results in zip(members, computed, strict=True):
+        n_workers, [[teams[name][3] for name, _ in group] for group in members], done)
+    for group, results in zip(members, computed, strict=True):  # the interrupted ones
         for (name, index), result in zip(group, results, strict=True):
-            teams[name][1][index] = result
-            count_cache, keys = teams[name][2]
-            if count_cache is not None:
-                count_cache.put(keys[index], result)
-    for name, (pairing, found, (count_cache, _), limit) in teams.items():
-        run = {"device": "cpu", "backend": "numpy", "workers": n_workers,
-               "case_timeout": limit, "scheduler": None,
-               "cache_hits": None if count_cache is None else count_cache.hits}
-        results = [r for r in found if r is not None]
-        out[name] = build_report(config, pairing, results, run, started)
+            if teams[name][1][index] is None:
+                teams[name][1][index] = result
+    for name, (pairing, found, count_cache, limit) in teams.items():
+        out[name] = build_report(config, pairing, [r for r in found if r is not None],
+                                 run_facts("cpu", n_workers, limit, None, count_cache), started)
     return {name: out[name] for name in predictions}
 
 
@@ -209,7 +222,6 @@ def value_reductions(results: list[CaseResult], classes: list[ClassSpec],
         return reduce_values(per_case, config.std_ddof, counts, POOLED_LESION_METRICS,
                              config.lesion_empty or config.empty)
     return reduce_values(per_case, config.std_ddof)
-
 
 
 

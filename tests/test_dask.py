@@ -69,3 +69,15 @@ def test_unreachable_scheduler_is_a_usage_error(monkeypatch):
     with pytest.raises(segeval.UsageError):
         segeval.evaluate(SAMPLE / "png2d" / "pred", SAMPLE / "png2d" / "gt",
                          scheduler="tcp://127.0.0.1:9")
+
+
+def test_grading_with_an_unreachable_scheduler_stops_instead_of_failing_every_team(
+        monkeypatch, tmp_path):
+    """Before: every team was listed invalid ("cannot connect") and the leaderboard written
+    with exit 0.  The cluster is checked once, before any team."""
+    monkeypatch.setattr("segeval.run.runner.DASK_CONNECT_TIMEOUT", 2)
+    subs = tmp_path / "subs"
+    shutil.copytree(SAMPLE / "png2d" / "pred", subs / "team_a")
+    with pytest.raises(segeval.UsageError, match="cannot connect"):
+        grade(subs, SAMPLE / "png2d" / "gt", tmp_path / "out", scheduler="tcp://127.0.0.1:9")
+    assert not (tmp_path / "out" / "leaderboard.json").exists()

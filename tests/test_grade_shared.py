@@ -160,3 +160,148 @@ def test_grading_3d_boundary_metrics_equals_each_team_alone(tmp_path):
             assert numbers(graded) == json.loads(json.dumps(numbers(alone))), (surface, team)
             hd = graded["cases"][0]["metrics"]["WT"]["hd"]
             assert isinstance(hd, float) and hd > 0
+
+
+def _two_teams(tmp_path: Path, marker: bytes) -> tuple[Path, Path]:
+    """gt a, b (a 3x3 square each); team ``fine`` has no case a and b perfect; team ``bad``
+    has b perfect and an a whose bytes end with ``marker`` (the patched reader acts on it)."""
+    gt, subs = tmp_path / "gt", tmp_path / "subs"
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    for case in ("a", "b"):
+        write_png(gt / f"{case}.png", mask)
+        write_png(subs / "bad" / f"{case}.png", mask)
+    write_png(subs / "fine" / "b.png", mask)
+    (subs / "bad" / "a.png").write_bytes((subs / "bad" / "a.png").read_bytes() + marker)
+    return gt, subs
+
+
+def _patch_reader(monkeypatch, marker: bytes, action) -> None:
+    from segeval.run import runner
+
+    real = runner.read_mask
+
+    def read_mask(path, *args, **kwargs):  # workers are forked: they inherit this
+        if Path(path).read_bytes().endswith(marker):
+            action()
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "read_mask", read_mask)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_a_prediction_that_kills_its_worker_scores_as_empty_not_as_absent(tmp_path, monkeypatch,
+                                                                          grouped):
+    """--invalid empty: a case whose decoder crashes keeps E_WORKER_CRASHED and is scored as an
+    empty prediction (Dice 0 here), exactly like a missing case: breaking a hard case must not
+    lift a team above one that left it out (before: the case dropped out of the mean, 1.0)."""
+    gt, subs = _two_teams(tmp_path, b"BOMB")
+    _patch_reader(monkeypatch, b"BOMB", lambda: os._exit(9))
+    options = {"missing": "empty", "invalid": "empty", "labels": [1]}
+    if grouped:
+        reports = evaluate_many({"fine": subs / "fine", "bad": subs / "bad"}, gt, workers=2,
+                                **options)
+    else:
+        reports = {team: segeval.evaluate(subs / team, gt, workers=2, **options)
+                   for team in ("fine", "bad")}
+    fine, bad = reports["fine"], reports["bad"]
+    assert not isinstance(fine, Exception) and not isinstance(bad, Exception)
+    assert fine.reductions.macro_imagewise["dice"] == 0.5  # (0 + 1) / 2 cases
+    assert bad.reductions.macro_imagewise["dice"] == 0.5
+    crashed = bad.cases[0]
+    assert (crashed.status, crashed.error_code) == ("error", "E_WORKER_CRASHED")
+    assert crashed.message.endswith("scored as an empty prediction (--invalid empty)")
+    assert crashed.counts is not None
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_case_timeout_holds_for_each_case_of_a_group(tmp_path, monkeypatch, grouped):
+    """A case that takes 3 s under --case-timeout 2 is E_TIMEOUT whether it is evaluated in a
+    group with the other teams' same case or alone (before: the group's budget was the sum of
+    its cases' timeouts, so it passed), and is scored as an empty prediction."""
+    import time
+
+    gt, subs = _two_teams(tmp_path, b"SLOW")
+    _patch_reader(monkeypatch, b"SLOW", lambda: time.sleep(3))
+    options = {"missing": "empty", "invalid": "empty", "labels": [1]}
+    if grouped:
+        bad = evaluate_many({"fine": subs / "fine", "bad": subs / "bad"}, gt, workers=2,
+                            case_timeout=2, **options)["bad"]
+    else:
+        bad = segeval.evaluate(subs / "bad", gt, workers=2, case_timeout=2, **options)
+    assert not isinstance(bad, Exception)
+    assert [c.error_code for c in bad.cases] == ["E_TIMEOUT", None]
+    assert bad.reductions.macro_imagewise["dice"] == 0.5
+
+
+def test_finished_groups_reach_the_cache_before_an_interrupt(tmp_path):
+    """Each group's results are handed over (to the cache) as soon as they are final; Ctrl-C
+    after the first group keeps it and records the others as E_INTERRUPTED."""
+    from segeval.config import EvalConfig
+    from segeval.run.cases import pair_inputs
+    from segeval.run.runner import evaluate_groups
+
+    gt, subs = _two_teams(tmp_path, b"")
+    cases = pair_inputs(subs / "bad", gt).cases
+    seen = []
+
+    def done(g, results):
+        seen.append((g, [r.status for r in results]))
+        raise KeyboardInterrupt  # as if Ctrl-C came right after the first group
+
+    out = evaluate_groups([[cases[0]], [cases[1]]], EvalConfig.create(labels=[1]), 1,
+                          [[None], [None]], done)
+    assert seen == [(0, ["ok"])]
+    assert [r.status for r in out[0]] == ["ok"]
+    assert [r.error_code for r in out[1]] == ["E_INTERRUPTED"]
+
+
+def test_a_scratch_disk_failure_stops_grading_instead_of_invalidating_teams(tmp_path,
+                                                                             monkeypatch):
+    """Extracting a submission can fail for the machine's reasons (the scratch disk full):
+    that is a usage error for the whole run, not a reason to list the team as invalid."""
+    import zipfile
+
+    from segeval.formats import archive
+
+    subs, gt = make_submissions(tmp_path)
+    with zipfile.ZipFile(subs / "zipped.zip", "w") as bundle:
+        for png in sorted((subs / "good").glob("*.png")):
+            bundle.write(png, png.name)
+
+    def full(path, exc):
+        return segeval.UsageError("E_USAGE", "cannot write an extracted file: No space left "
+                                  "on device", path)
+
+    real = archive._Extraction.__init__
+
+    def failing(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise full(args[0], None)
+
+    monkeypatch.setattr(archive._Extraction, "__init__", failing)
+    with pytest.raises(segeval.UsageError, match="No space left"):
+        grade(subs, gt, tmp_path / "out", workers=1)
+
+
+def test_an_interrupted_grading_writes_no_leaderboard(tmp_path, monkeypatch):
+    """Ctrl-C during the grouped evaluation: the cases finished are cached (see above), the
+    others E_INTERRUPTED, and grade raises KeyboardInterrupt (the CLI: exit 130) instead of
+    ranking half-graded teams."""
+    from segeval import api
+
+    subs, gt = make_submissions(tmp_path)
+    real = api.evaluate_many
+
+    def interrupted(*args, **kwargs):
+        reports = real(*args, **kwargs)
+        for report in reports.values():
+            if not isinstance(report, Exception):
+                report.run["interrupted"] = True
+        return reports
+
+    monkeypatch.setattr(api, "evaluate_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        grade(subs, gt, tmp_path / "out", workers=1)
+    assert not (tmp_path / "out" / "leaderboard.json").exists()
+    assert any((tmp_path / "out" / ".cache").iterdir())  # the finished cases are kept

@@ -11,7 +11,9 @@ At most ``2 × workers`` cases are in flight, which bounds memory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -57,6 +59,9 @@ class LoadedCase:
 
 # Errors that are not the prediction's fault: scoring an empty prediction cannot help.
 NOT_THE_PREDICTION = {errors.E_INTERNAL, errors.E_INTERRUPTED}
+# a case whose worker timed out or died: it is evaluated again alone, and with
+# --invalid empty scored as an empty prediction (see score_failures_as_empty)
+WORKER_FAILURES = {errors.E_TIMEOUT, errors.E_WORKER_CRASHED}
 
 
 DEFAULT_TIMEOUT_BASE = 120.0  # seconds any case may take, however small its files
@@ -135,7 +140,8 @@ def evaluate_cases(cases: list[CaseSource], config: EvalConfig, device: str, fro
                 outcomes = pool.map(cases)
                 named = (_from_failure(case, outcome)
                          for case, outcome in zip(cases, outcomes, strict=True))
-                return _collect(named, cases, progress)
+                results = _collect(named, cases, progress)
+            return score_failures_as_empty(cases, results, config, processes, case_timeout)
         return _collect((evaluate_case(c, config, NumpyBackend(), from_files) for c in cases),
                         cases, progress)
     backend = get_backend(device)
@@ -159,16 +165,7 @@ def evaluate_on_dask(cases: list[CaseSource], config: EvalConfig, from_files: bo
     the same paths (a shared file system).  A worker that dies repeatedly on a case makes
     it ``E_WORKER_CRASHED``; ``--case-timeout`` is not applied on a cluster.
     """
-    try:
-        from distributed import Client
-    except ImportError:
-        raise UsageError("E_USAGE", "--scheduler needs Dask distributed",
-                         hint="pip install 'segeval[dask]'") from None
-    try:
-        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as exc:
-        raise UsageError("E_USAGE", f"--scheduler {scheduler}: cannot connect ({exc})") from None
-    with client:
+    with check_scheduler(scheduler, keep=True) as client:
         futures = client.map(_CaseJob(config, from_files), cases, pure=False)
         results = []
         try:
@@ -184,6 +181,55 @@ def evaluate_on_dask(cases: list[CaseSource], config: EvalConfig, from_files: bo
             client.cancel(futures)
             results += [_interrupted(case) for case in cases[len(results):]]
         return results
+
+
+def score_failures_as_empty(cases: list[CaseSource], results: list[CaseResult],
+                            config: EvalConfig, workers: int,
+                            case_timeout: float | None) -> list[CaseResult]:
+    """With ``--invalid empty``, a file case whose worker timed out or died keeps its error
+    code and is *also* scored as an empty prediction (its reference read again, alone, in a
+    supervised worker): a prediction that hangs or crashes the decoder must not be worth more
+    than no prediction (grading).  If the reference alone fails too, the case stays as it
+    was.  Other runs: ``results`` unchanged."""
+    todo = [i for i, r in enumerate(results) if r.error_code in WORKER_FAILURES
+            and r.counts is None and cases[i].prediction is not None]
+    if config.invalid != "empty" or not todo:
+        return results
+    job = _CaseJob(dataclasses.replace(config, missing="empty"), True)
+    alone = [dataclasses.replace(cases[i], prediction=None) for i in todo]
+    results = list(results)
+    handled = 0
+    try:
+        with SupervisedPool(job, max(1, min(workers, len(alone))), case_timeout) as pool:
+            for i, outcome in zip(todo, pool.map(alone), strict=True):
+                handled += 1
+                if isinstance(outcome, Failure) or outcome.counts is None:
+                    continue
+                outcome.status, outcome.error_code = "error", results[i].error_code
+                outcome.message = f"{results[i].message}; scored as an empty prediction " \
+                    "(--invalid empty)"
+                results[i] = outcome
+    except KeyboardInterrupt:  # the cases not scored yet must not count as failures
+        for i in todo[handled:]:
+            results[i] = _interrupted(cases[i])
+    return results
+
+
+def check_scheduler(scheduler: str, keep: bool = False) -> Any:
+    """A Dask ``Client`` connected to ``scheduler`` (closed again unless ``keep``); a
+    :class:`UsageError` when Dask is missing or the scheduler cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("E_USAGE", "--scheduler needs Dask distributed",
+                         hint="pip install 'segeval[dask]'") from None
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise UsageError("E_USAGE", f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    if not keep:
+        client.close()
+    return client
 
 
 def _from_failure(case: CaseSource, outcome: CaseResult | Failure) -> CaseResult:
@@ -372,50 +418,97 @@ class _CaseJob:
 
 
 class _GroupJob:
-    """A picklable ``[cases sharing one reference file] → [CaseResult]``: the reference is
-    opened and decoded once for the group (grading: the same case of every team), and each
-    class's reference boundary and k-d tree are built once (boundary metrics)."""
+    """A picklable ``[(case, its --case-timeout)] → [CaseResult]`` for cases sharing one
+    reference file: the reference is opened and decoded once for the group (grading: the
+    same case of every team), and each class's reference boundary and k-d tree are built
+    once (boundary metrics).  A case that finishes past its own timeout is recorded as
+    ``E_TIMEOUT``, as it would be alone (a case that never finishes is the supervisor's)."""
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
 
-    def __call__(self, group: list[CaseSource]) -> list[CaseResult]:
+    def __call__(self, group: list[tuple[CaseSource, float | None]]) -> list[CaseResult]:
         references: dict[Any, Any] = {}
-        return [count_loaded(load_case(source, self.config, True, references), self.config,
-                             NumpyBackend(), references) for source in group]
+        results = []
+        for source, limit in group:
+            started = time.perf_counter()
+            result = count_loaded(load_case(source, self.config, True, references),
+                                  self.config, NumpyBackend(), references)
+            if limit is not None and time.perf_counter() - started > limit:
+                result = _from_failure(source, _timed_out(limit))
+            results.append(result)
+        return results
+
+
+def _timed_out(limit: float) -> Failure:
+    return Failure("timeout", f"no result after {limit:g} s")
 
 
 def evaluate_groups(groups: list[list[CaseSource]], config: EvalConfig, workers: int,
-                    timeouts: list[list[float | None]]) -> list[list[CaseResult]]:
+                    timeouts: list[list[float | None]],
+                    done: Callable[[int, list[CaseResult]], None] | None = None,
+                    ) -> list[list[CaseResult]]:
     """Evaluate groups of file cases that share their reference file, each group in one
     worker process (its reference decoded once); the results are those of
-    :func:`evaluate_case` on each case alone, in the groups' order.
+    :func:`evaluate_cases` on each case alone, in the groups' order.
 
-    ``timeouts[g][i]`` is case i's ``--case-timeout``; a group may take their sum.  A group
-    that runs past it or kills its process is run again case by case, each case in its own
-    supervised process with its own timeout, so a hostile file is charged to its own case
-    only, never to the other cases of its group.
+    ``timeouts[g][i]`` is case i's ``--case-timeout``, enforced for each case; the whole
+    group has the deadline of its slowest-allowed case (as a group of quick cases in
+    :class:`SupervisedPool`).  A group that runs past it or kills its process is run again
+    case by case, in parallel, each case with its own timeout, so a hostile file is charged
+    to its own case only (and costs at most twice its timeout).  ``done(g, results)`` is
+    called as each group's results are final (so a cache keeps them even if the run is then
+    interrupted).  Ctrl-C: finished groups are kept, the other cases are ``E_INTERRUPTED``.
     """
-    def total(limits: list[float | None]) -> float | None:
-        return None if any(t is None for t in limits) else sum(t for t in limits if t)
+    results: list[list[CaseResult] | None] = [None] * len(groups)
+    deadlines = [None if any(t is None for t in limits) else max(limits)  # type: ignore[type-var]
+                 for limits in timeouts]
+    later: list[int] = []  # groups that failed or hold a failed case: finished after the pass
 
-    results: list[list[CaseResult]] = []
-    limits = [total(t) for t in timeouts]
-    processes = max(1, min(workers, len(groups)))
-    # one pool per distinct group timeout (all equal in grading's common case)
-    outcomes: dict[int, list[CaseResult] | Failure] = {}
-    for limit in dict.fromkeys(limits):
-        indices = [g for g, t in enumerate(limits) if t == limit]
-        with SupervisedPool(_GroupJob(config), min(processes, len(indices)), limit) as pool:
-            for g, outcome in zip(indices, pool.map([groups[g] for g in indices]), strict=True):
-                outcomes[g] = outcome
-    for g, group in enumerate(groups):
-        outcome = outcomes[g]
-        if isinstance(outcome, Failure):
-            outcome = [evaluate_cases([case], config, "cpu", True, 1, None, limit)[0]
-                       for case, limit in zip(group, timeouts[g], strict=True)]
-        results.append(outcome)
-    return results
+    def finish(g: int, outcome: list[CaseResult]) -> None:
+        results[g] = outcome
+        if done is not None:
+            done(g, outcome)
+
+    try:
+        for deadline in dict.fromkeys(deadlines):  # one pool per distinct deadline
+            indices = [g for g, d in enumerate(deadlines) if d == deadline]
+            with SupervisedPool(_GroupJob(config), max(1, min(workers, len(indices))),
+                                deadline) as pool:
+                tasks = [list(zip(groups[g], timeouts[g], strict=True)) for g in indices]
+                for g, outcome in zip(indices, pool.map(tasks), strict=True):
+                    if isinstance(outcome, Failure):
+                        later.append(g)
+                    elif any(r.error_code in WORKER_FAILURES for r in outcome):
+                        results[g] = outcome
+                        later.append(g)
+                    else:
+                        finish(g, outcome)
+        # the failed groups, case by case (all at once, in parallel, by timeout)
+        cases = [(g, i) for g in later for i in range(len(groups[g]))]
+        redone: dict[tuple[int, int], CaseResult] = {}
+        for limit in dict.fromkeys(timeouts[g][i] for g, i in cases):
+            subset = [(g, i) for g, i in cases if timeouts[g][i] == limit]
+            first = [results[g][i] if results[g] is not None else None  # type: ignore[index]
+                     for g, i in subset]
+            todo = [k for k, r in enumerate(first) if r is None or r.error_code in
+                    WORKER_FAILURES]
+            fresh = evaluate_cases([groups[subset[k][0]][subset[k][1]] for k in todo], config,
+                                   "cpu", True, workers, None, limit)
+            for k, result in zip(todo, fresh, strict=True):
+                redone[subset[k]] = result
+            rerun = set(todo)
+            for k, kept in enumerate(first):
+                if k not in rerun and kept is not None:
+                    redone[subset[k]] = kept
+        for g in later:
+            finish(g, [redone[(g, i)] for i in range(len(groups[g]))])
+        later = []
+    except KeyboardInterrupt:
+        pass
+    return [outcome if outcome is not None and g not in later
+            else [_interrupted(case) for case in groups[g]]
+            for g, outcome in enumerate(results)]
 
 
 def _bounded_map(executor: Executor, function: Callable[[T], R], items: Iterable[T],

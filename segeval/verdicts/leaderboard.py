@@ -51,7 +51,7 @@ from segeval.config import (
 )
 from segeval.core.lesions import POOLED_LESION_METRICS
 from segeval.core.reduce import COUNTS, macro_of_values, nanmean, pool_counts, summarise
-from segeval.errors import SegevalError, UsageError
+from segeval.errors import CaseError, SegevalError, UsageError
 from segeval.results import Report, write_text_atomic
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip", ".tar")
@@ -165,8 +165,7 @@ def parse_rank_by(text: str) -> tuple[str, str]:
 def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
           rank_by: str = "dice:macro_imagewise", bootstrap: int = 0, seed: int = 0,
           workers: int | None = None, case_timeout: float | None = None,
-          scheduler: str | None = None, progress: Any = None,
-          **options: Any) -> Leaderboard:
+          scheduler: str | None = None, **options: Any) -> Leaderboard:
     """Grade every submission; write ``out/<team>/report.json`` and the leaderboard files."""
     submissions, reference, out = Path(submissions), Path(reference), Path(out)
     metric, reduction = parse_rank_by(rank_by)
@@ -186,12 +185,11 @@ def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
     if scheduler is None:
         teams = grade_teams(entries, reference, out, workers, case_timeout, options)
     else:
-        teams = []
-        for index, (team, paths) in enumerate(sorted(entries.items())):
-            if progress is not None:
-                progress(index, len(entries), team)
-            teams.append(grade_team(team, paths, reference, out, workers, case_timeout,
-                                    options, scheduler))
+        from segeval.run.runner import check_scheduler
+
+        check_scheduler(scheduler)  # a cluster that cannot be reached is not every team's fault
+        teams = [grade_team(team, paths, reference, out, workers, case_timeout, options,
+                            scheduler) for team, paths in sorted(entries.items())]
     rank_teams(teams, metric, reduction)
     if bootstrap:
         bootstrap_ranks(teams, metric, reduction, bootstrap, seed)
@@ -247,12 +245,14 @@ def grade_teams(entries: dict[str, list[Path]], reference: Path, out: Path,
             result = results[team] = TeamResult(team, ", ".join(p.name for p in paths))
             try:
                 folders[team] = _submission_folder(team, paths, scratch / str(index))
-            except SegevalError as exc:
-                result.status, result.reason = "invalid", exc.message
+            except CaseError as exc:  # the submission's fault (a UsageError, e.g. a full
+                result.status, result.reason = "invalid", exc.message  # disk, stops the run)
         reports = evaluate_many(folders, reference, workers=workers, case_timeout=case_timeout,
                                 cache=out / ".cache", **options)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    if any(isinstance(r, Report) and r.run.get("interrupted") for r in reports.values()):
+        raise KeyboardInterrupt  # Ctrl-C: no leaderboard of half-graded teams (exit 130)
     for team, report in reports.items():
         result = results[team]
         if isinstance(report, SegevalError):
@@ -265,10 +265,12 @@ def grade_teams(entries: dict[str, list[Path]], reference: Path, out: Path,
 
 def _submission_folder(team: str, paths: list[Path], scratch: Path) -> Path:
     """The folder of one team's masks: its folder, or its archive extracted under
-    ``scratch``.  Several entries of one team name are invalid (:class:`UsageError`)."""
+    ``scratch``.  The submission's own faults are a :class:`CaseError` (several entries of
+    one team name, an archive refused); a failure of this machine (the scratch disk full)
+    is a :class:`UsageError` that stops the grading."""
     if len(paths) > 1:
-        raise UsageError("E_USAGE", f"several submissions named {team!r}: "
-                         f"{', '.join(p.name for p in paths)}")
+        raise CaseError("E_USAGE", f"several submissions named {team!r}: "
+                        f"{', '.join(p.name for p in paths)}")
     (path,) = paths
     if path.is_dir():
         return path
@@ -286,10 +288,14 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
     result = TeamResult(team, ", ".join(p.name for p in paths))
     scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
     try:
-        folder = _submission_folder(team, paths, scratch / "0")
+        try:
+            folder = _submission_folder(team, paths, scratch / "0")
+        except CaseError as exc:
+            result.status, result.reason = "invalid", exc.message
+            return result
         report = evaluate(folder, reference, workers=workers, case_timeout=case_timeout,
                           cache=out / ".cache", scheduler=scheduler, **options)
-    except SegevalError as exc:
+    except SegevalError as exc:  # pairing: the folder holds no mask file, ...
         result.status, result.reason = "invalid", exc.message
         return result
     finally:
