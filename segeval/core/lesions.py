@@ -347,22 +347,29 @@ def lesion_table(
     spacing: Sequence[float] | None = None,
     options: LesionOptions = LesionOptions(),
     labels: LesionLabels | None = None,
+    image_shape: Sequence[int] | None = None,
 ) -> LesionTable:
     """The lesion overlap table of two boolean masks of the same shape.
 
     ``spacing`` is the voxel size in mm per axis (default 1).  One count over the voxels of
     reference ∪ prediction of the key (region id, predicted id, in reference) gives every
-    entry; the volume of a voxel is the product of the spacing.
+    entry; the volume of a voxel is the product of the spacing.  ``image_shape`` (default: the
+    masks' shape) is the whole image's shape when the masks are a crop of it holding every
+    voxel of both: it sets the table's ``shape``, whose diagonal is the default HD95 penalty.
     """
     reference, prediction, sp = _check_pair(reference, prediction, spacing)
     if labels is None:
         labels = lesion_labels(reference, prediction, options)
     voxel_mm3 = float(math.prod(sp))
     n_ref, n_pred = labels.n_ref, labels.n_pred
+    shape = reference.shape if image_shape is None else tuple(int(n) for n in image_shape)
+    if len(shape) != reference.ndim or any(
+            n < m for n, m in zip(shape, reference.shape, strict=True)):
+        raise ValueError(f"image shape {shape} cannot hold masks of shape {reference.shape}")
     if labels.box is None:
         none = np.zeros(0, dtype=np.int64)
         return LesionTable(none, none, none.astype(np.intp), none.astype(np.intp), none,
-                           np.zeros(0, dtype=bool), voxel_mm3, reference.shape, sp)
+                           np.zeros(0, dtype=bool), voxel_mm3, shape, sp)
     inside = reference[labels.box]
     voxels = np.flatnonzero(inside | prediction[labels.box])
     region = labels.region.reshape(-1)[voxels].astype(np.int64)
@@ -392,7 +399,7 @@ def lesion_table(
         ref_voxels_i, pred_voxels[1:].astype(np.int64),
         (pair_keys // (n_pred + 1) - 1).astype(np.intp),
         (pair_keys % (n_pred + 1) - 1).astype(np.intp),
-        overlap, kept, voxel_mm3, reference.shape, sp,
+        overlap, kept, voxel_mm3, shape, sp,
     )
 
 

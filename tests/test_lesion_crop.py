@@ -1,0 +1,139 @@
+"""The per-case lesion step crops both label maps once (the nonzero box grown by the dilation)
+and copies them into C order.  Every value and every per-lesion record (ids included: raster
+order of each lesion's first voxel) must equal the previous computation exactly: here that
+computation is rebuilt independently, each class mask on the whole volume with ``np.isin`` and
+every mask labelled by ``scipy.ndimage.label``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.ndimage import generate_binary_structure, label
+
+import segeval.core.lesions as core
+from segeval.config import EvalConfig
+from segeval.engines.distances import CaseMaps
+from segeval.engines.lesions import TABLE_METRICS, lesions_of
+
+
+def scipy_labels(mask: np.ndarray, connectivity: str = "full") -> tuple[np.ndarray, int]:
+    rank = {"face": 1, "18": 2, "full": mask.ndim}[connectivity]
+    ids, count = label(mask, structure=generate_binary_structure(mask.ndim, rank))
+    return ids.astype(core.smallest_uint(int(count))), int(count)
+
+
+def whole_volume(prediction: np.ndarray, reference: np.ndarray, config: EvalConfig,
+                 spacing: tuple[float, ...], classes: dict[str, tuple[int, ...]]
+                 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The lesion step as it was: whole-volume masks, scipy labels, the core called per class."""
+    from segeval.engines.lesions import options_of
+
+    options = options_of(config)
+    valid = None if config.ignore_index is None else reference != config.ignore_index
+    values: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(core, "label_lesions", scipy_labels)
+        for key, members in classes.items():
+            ref, pred = np.isin(reference, members), np.isin(prediction, members)
+            if valid is not None:
+                ref, pred = ref & valid, pred & valid
+            labels = core.lesion_labels(ref, pred, options)
+            table = core.lesion_table(ref, pred, spacing, options, labels)
+            values[key] = dict(core.lesion_scores(table, options, TABLE_METRICS))
+            if "lesion_hd95" in config.lesion_metrics:
+                values[key]["lesion_hd95"] = core.lesion_hd95(labels, table, options)[0]
+            rows.extend({"class": key, **row} for row in core.lesion_rows(table, options))
+    return values, rows
+
+
+def same(got: tuple[dict, list], want: tuple[dict, list]) -> None:
+    assert got[0].keys() == want[0].keys()
+    for key, metrics in want[0].items():
+        assert got[0][key].keys() == metrics.keys()
+        for metric, value in metrics.items():
+            other = got[0][key][metric]
+            assert (isinstance(value, float) and math.isnan(value) and math.isnan(other)) \
+                or (other == value and type(other) is type(value)), (key, metric, other, value)
+    assert got[1] == want[1]
+
+
+def volume(rng: np.random.Generator, shape: tuple[int, ...], labels: int, density: float,
+           fortran: bool, margin: int) -> np.ndarray:
+    """Random blobs of labels 1..labels; ``margin`` 0 lets them touch the image border."""
+    out = np.zeros(shape, np.uint8)
+    inner = tuple(slice(margin, n - margin) for n in shape)
+    blobs = rng.integers(1, labels + 1, size=out[inner].shape)
+    out[inner] = blobs * (rng.random(out[inner].shape) < density)
+    return np.asfortranarray(out) if fortran else out
+
+
+REGIONS = (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 100_000), fortran=st.booleans(), margin=st.sampled_from([0, 1, 4]),
+       preset=st.sampled_from([None, "brats2023-gli", "brats2023-met", "panoptica", "autopet",
+                               "isles22"]),
+       empty=st.sampled_from([None, "reference", "prediction", "both"]),
+       ndim=st.sampled_from([2, 3, 3]))
+def test_cropped_step_equals_the_whole_volume(seed: int, fortran: bool, margin: int,
+                                              preset: str | None, empty: str | None,
+                                              ndim: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (17, 14, 11)[:ndim] if ndim == 3 else (23, 19)
+    density = float(rng.uniform(0.05, 0.35))
+    reference = volume(rng, shape, 3, density, fortran, margin)
+    prediction = volume(rng, shape, 3, density, fortran, margin)
+    if empty in ("reference", "both"):
+        reference[...] = 0
+    if empty in ("prediction", "both"):
+        prediction[...] = 0
+    spacing = (0.9, 1.3, 2.5)[:ndim]  # anisotropic; brats2023's 50 mm³ filter drops some
+    if preset == "autopet" and ndim == 2:
+        preset = None  # 18-connectivity is 3-D only
+    options: dict[str, Any] = {"lesion_preset": preset} if preset else {}
+    config = EvalConfig.create(regions=REGIONS, lesion_metrics=list(core.LESION_METRICS),
+                               **options)
+    got = lesions_of(CaseMaps.read(prediction, reference, config, spacing), config)
+    same(got, whole_volume(prediction, reference, config, spacing, dict(REGIONS)))
+
+
+@pytest.mark.parametrize("options, classes", [
+    ({"regions": {"BG+1": [0, 1], "two": [2]}}, {"BG+1": (0, 1), "two": (2,)}),  # label 0
+    ({"include_background": True}, {"0": (0,), "1": (1,), "2": (2,)}),
+    ({"labels": [1, 2, 5]}, {"1": (1,), "2": (2,)}),
+    ({"ignore_index": 2}, {"1": (1,)}),
+    ({"lesion_dilation": 2, "connectivity": "face"}, {"1": (1,), "2": (2,)}),
+])
+def test_background_labels_ignore_and_dilation(options: dict, classes: dict) -> None:
+    rng = np.random.default_rng(7)
+    reference = volume(rng, (15, 12, 9), 2, 0.2, True, 2)
+    prediction = volume(rng, (15, 12, 9), 2, 0.2, False, 3)
+    config = EvalConfig.create(lesion_metrics=list(core.LESION_METRICS), **options)
+    spacing = (1.0, 0.5, 3.0)
+    same(lesions_of(CaseMaps.read(prediction, reference, config, spacing), config),
+         whole_volume(prediction, reference, config, spacing, classes))
+
+
+def test_dilation_near_the_box_edge_keeps_the_whole_image_numbering() -> None:
+    """Two reference lesions whose dilated regions start in one order in the whole image and
+    in the other order inside the nonzero box (A's region starts 3 rows above the box, B's
+    only 2, but inside the box B's starts at column 0): the crop's dilation margin keeps the
+    whole image's ids."""
+    reference = np.zeros((12, 12, 12), np.uint8)
+    reference[4, 9, 9] = 1  # A
+    reference[5, 0, 0] = 1  # B
+    prediction = np.zeros_like(reference)
+    prediction[5, 1, 1] = 1
+    config = EvalConfig.create(lesion_metrics=list(core.LESION_METRICS), lesion_dilation=3)
+    spacing = (1.0, 1.0, 1.0)
+    got = lesions_of(CaseMaps.read(prediction, reference, config, spacing), config)
+    same(got, whole_volume(prediction, reference, config, spacing, {"1": (1,)}))
+    lesion_b = [r for r in got[1] if r["side"] == "reference" and r["touching"]]
+    assert [r["lesion"] for r in lesion_b] == [2]  # B is second, as in the whole image
