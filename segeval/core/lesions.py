@@ -180,19 +180,60 @@ def smallest_uint(largest: int) -> type[np.unsignedinteger[Any]]:
     return np.uint64
 
 
+# connected-components-3d's name of each 3-D connectivity (neighbours of a voxel)
+_CC3D_NEIGHBOURS: dict[str, Literal[6, 18, 26]] = {"face": 6, "18": 18, "full": 26}
+
+
 def label_lesions(mask: np.ndarray, connectivity: Connectivity = "full") -> tuple[np.ndarray, int]:
     """Connected components of a boolean mask: (ids, count).
 
-    ``ids`` has the mask's shape, 0 outside the mask and 1..count inside, numbered in raster
-    (C) order of each component's first voxel, in the smallest unsigned type holding count.
-    """
-    from scipy.ndimage import label
+    ``ids`` has the mask's shape, 0 outside the mask and 1..count inside, numbered
+    in raster (C) order of each component's first voxel -- ``scipy.ndimage.label``'s
+    numbering -- in the smallest unsigned type holding count.
 
+    3-D masks with every axis of 2 voxels or more are labelled by connected-components-3d
+    (about 4x faster than scipy on 256x256x160, renumbering included); its numbering is its
+    union-find's, so the ids are renumbered here to raster order when they differ.  Other
+    masks, and any it fails on, by ``scipy.ndimage.label``: cc3d 4.1.1 mislabels background
+    pixels in 2-D 8-connectivity and raises on 3-D images with two axes of length 1.
+    """
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim == 0:
         raise ValueError("lesions need at least one axis")
-    ids, count = label(mask, structure=_structure(connectivity, mask.ndim), output=np.int32)
+    structure = _structure(connectivity, mask.ndim)
+    if mask.ndim == 3 and min(mask.shape) >= 2:
+        import cc3d
+
+        mask = np.ascontiguousarray(mask)
+        try:
+            ids, count = cc3d.connected_components(
+                mask, connectivity=_CC3D_NEIGHBOURS[connectivity], return_N=True)
+        except RuntimeError:  # its provisional-label estimate ran short: scipy labels it
+            pass
+        else:
+            return _raster_numbered(mask, np.ascontiguousarray(ids), int(count))
+    from scipy.ndimage import label
+
+    ids, count = label(mask, structure=structure, output=np.int32)
     return ids.astype(smallest_uint(int(count)), copy=False), int(count)
+
+
+def _raster_numbered(mask: np.ndarray, ids: np.ndarray, count: int
+                     ) -> tuple[np.ndarray, int]:
+    """C-ordered component ids 1..count (nonzero exactly on the C-ordered ``mask``)
+    renumbered so that ids rise with each component's first voxel in raster order (a
+    permutation of the ids; unchanged when already so)."""
+    kind = smallest_uint(count)
+    if count > 1:
+        where = np.flatnonzero(mask)  # the bool mask: a fraction of the ids' scan
+        first = np.full(count + 1, mask.size, dtype=np.intp)
+        np.minimum.at(first, ids.reshape(-1)[where], where)
+        order = np.argsort(first[1:], kind="stable")  # old id - 1 of each new id - 1
+        if np.any(order != np.arange(count)):
+            new = np.zeros(count + 1, dtype=kind)
+            new[order + 1] = np.arange(1, count + 1, dtype=kind)
+            return new[ids], count
+    return ids.astype(kind, copy=False), count
 
 
 @dataclass(frozen=True)
