@@ -177,3 +177,41 @@ def test_renumbering_restores_raster_order_from_any_permutation() -> None:
     shuffled = np.concatenate([[0], rng.permutation(count) + 1]).astype(np.uint32)[want]
     got, n = core._raster_numbered(mask, shuffled, count)
     assert n == count > 5 and np.array_equal(got, want) and got.dtype == want.dtype
+
+
+def per_lesion_hd95(labels: core.LesionLabels, table: core.LesionTable,
+                    options: core.LesionOptions) -> list[float]:
+    """Each reference lesion's HD95 from whole-array masks: the lesion, and np.isin of its
+    partners (no boxes, no shortcut for a lone lesion or an all-touching prediction)."""
+    from segeval.core.boundary import boundary_scores, image_diagonal, surface_distances
+
+    penalty = options.hd95_penalty
+    if penalty is None:
+        penalty = image_diagonal(table.shape, table.spacing)
+    out = []
+    for i in range(table.n_ref):
+        partners = table.pair_pred[table.pair_ref == i] + 1
+        if len(partners) == 0:
+            out.append(penalty)
+            continue
+        d = surface_distances(labels.reference == i + 1, np.isin(labels.prediction, partners),
+                              table.spacing, options.surface)
+        out.append(boundary_scores(d, ("hd95",),
+                                   pooled_percentile=options.pooled_percentile)["hd95"])
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), surface=st.sampled_from(["voxel", "surfel"]),
+       dilation=st.sampled_from([0, 0, 1, 3]), density=st.sampled_from([0.03, 0.1, 0.3, 0.6]))
+def test_lesion_hd95_equals_whole_array_masks(seed: int, surface: str, dilation: int,
+                                              density: float) -> None:
+    rng = np.random.default_rng(seed)
+    reference = rng.random((13, 11, 9)) < density  # dense: one lesion touched by all
+    prediction = np.roll(reference, 1, axis=int(rng.integers(3))) \
+        | (rng.random(reference.shape) < density / 4)
+    options = core.lesion_options(surface=surface, dilation=dilation)
+    labels = core.lesion_labels(reference, prediction, options)
+    table = core.lesion_table(reference, prediction, (0.7, 1.0, 2.0), options, labels)
+    _, per_lesion = core.lesion_hd95(labels, table, options)
+    assert per_lesion.tolist() == per_lesion_hd95(labels, table, options)

@@ -411,11 +411,12 @@ def lesion_table(
         none = np.zeros(0, dtype=np.int64)
         return LesionTable(none, none, none.astype(np.intp), none.astype(np.intp), none,
                            np.zeros(0, dtype=bool), voxel_mm3, shape, sp)
-    inside = reference[labels.box]
-    voxels = np.flatnonzero(inside | prediction[labels.box])
+    voxels = np.flatnonzero(reference[labels.box] | prediction[labels.box])
     region = labels.region.reshape(-1)[voxels].astype(np.int64)
     pred = labels.prediction.reshape(-1)[voxels].astype(np.int64)
-    key = (region * (n_pred + 1) + pred) * 2 + inside.reshape(-1)[voxels]
+    # reference ids are nonzero exactly on the reference (a read of the box, not a copy)
+    inside = labels.reference.reshape(-1)[voxels] != 0
+    key = (region * (n_pred + 1) + pred) * 2 + inside
     cells = (n_ref + 1) * (n_pred + 1) * 2
     if cells <= _DENSE_CELLS:
         counts = np.bincount(key, minlength=cells)
@@ -547,16 +548,23 @@ def lesion_hd95(
         penalty = image_diagonal(table.shape, table.spacing)
     per_lesion = np.full(table.n_ref, penalty, dtype=np.float64)
     if table.n_ref and len(table.pair_ref):
-        ref_boxes = find_objects(labels.reference, max_label=table.n_ref)
-        pred_boxes = find_objects(labels.prediction, max_label=table.n_pred)
         starts = np.searchsorted(table.pair_ref, np.arange(table.n_ref + 1))
+        boxes: tuple[list[Any], list[Any]] | None = None
         for i in range(table.n_ref):
             partners = table.pair_pred[starts[i]:starts[i + 1]] + 1
             if len(partners) == 0:
                 continue
-            box = _union_of_boxes([ref_boxes[i]] + [pred_boxes[p - 1] for p in partners])
-            lesion = labels.reference[box] == i + 1
-            union = np.isin(labels.prediction[box], partners)
+            every = len(partners) == table.n_pred  # the union is the whole prediction
+            if every and table.n_ref == 1:  # (surface_distances crops to the pair's box)
+                lesion, union = labels.reference != 0, labels.prediction != 0
+            else:
+                if boxes is None:
+                    boxes = (find_objects(labels.reference, max_label=table.n_ref),
+                             find_objects(labels.prediction, max_label=table.n_pred))
+                box = _union_of_boxes([boxes[0][i]] + [boxes[1][p - 1] for p in partners])
+                lesion = labels.reference[box] == i + 1
+                union = labels.prediction[box] != 0 if every \
+                    else np.isin(labels.prediction[box], partners)
             distances = surface_distances(lesion, union, table.spacing, options.surface)
             per_lesion[i] = boundary_scores(
                 distances, ("hd95",), pooled_percentile=options.pooled_percentile)["hd95"]
