@@ -37,6 +37,14 @@ TC (1,3), ET (3), the median over ``--rounds`` of:
   itself, as it does when grading); its lesion-wise Dice and HD95 per region are printed
   beside segeval's ``brats2023-gli`` values.
 
+``--cli`` instead times whole ``segeval evaluate`` processes on the 20-case bench folder
+(``--data``, made by ``generate.py nifti DIR --cases 20 --shape 256 256 160 --classes 4`` when
+missing), regions WT=1,2,3, TC=1,3, ET=3, ``--workers 2``, in interleaved rounds (one round runs
+every command once, so the ratios are same-run): overlap only, ``--metrics lesions`` (every
+lesion metric, lesion HD95 included) and ``--metrics lesion_f1,lesion_dice,pq`` (no HD95).
+``--before DIR`` (another checkout, run with ``PYTHONPATH=DIR``) times the two lesion commands
+with it too and checks that both checkouts write the same numbers in every report.
+
 Threads are limited to 2 (the benchmark machine is shared).
 """
 
@@ -202,6 +210,65 @@ def run_panoptica(python: Path, ref_regions, pred_regions, rounds: int) -> dict 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+FOLDER_COMMANDS = (
+    ("overlap only", []),
+    ("--metrics lesions", ["--metrics", "lesions"]),
+    ("--metrics lesion_f1,lesion_dice,pq", ["--metrics", "lesion_f1,lesion_dice,pq"]),
+)
+
+
+def cli_benchmark(data: Path, rounds: int, before: Path | None) -> None:
+    """Whole processes on one folder, interleaved rounds (see the module docstring)."""
+    if not (data / "gt" / "case_019.nii.gz").exists():
+        sys.path.insert(0, str(HERE))
+        from generate import generate
+        generate("nifti", data, 20, SHAPE, 4)
+    base = ["evaluate", str(data / "pred"), str(data / "gt"), "--region", "WT=1,2,3",
+            "--region", "TC=1,3", "--region", "ET=3", "-q", "--workers", "2"]
+    runs: list[tuple[str, list[str], dict[str, str] | None]] = [
+        (name, extra, None) for name, extra in FOLDER_COMMANDS]
+    if before is not None:
+        env = {**os.environ, "PYTHONPATH": str(before)}
+        runs += [(f"{name}, checkout {before}", extra, env)
+                 for name, extra in FOLDER_COMMANDS[1:]]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    with tempfile.TemporaryDirectory() as scratch:
+        reports: dict[str, Path] = {}
+        # run from the scratch folder: ``python -m`` puts the working directory first on
+        # sys.path, before PYTHONPATH, so run from a checkout it would import that checkout
+        subprocess.run([sys.executable, "-m", "segeval", *base], check=True, cwd=scratch,
+                       stdout=subprocess.DEVNULL)  # the files into the page cache
+        for _ in range(rounds):
+            for index, (name, extra, env) in enumerate(runs):
+                reports[name] = Path(scratch) / f"{index}.json"
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "segeval", *base, *extra, "--json",
+                                str(reports[name])], check=True, env=env, cwd=scratch,
+                               stdout=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - start)
+        if before is not None:
+            for name, _ in FOLDER_COMMANDS[1:]:
+                if _numbers(reports[name]) != _numbers(reports[f"{name}, checkout {before}"]):
+                    raise SystemExit(f"{name}: the two checkouts' reports DIFFER")
+            print(f"both checkouts wrote identical reports (all but the run facts) for "
+                  f"{', '.join(name for name, _ in FOLDER_COMMANDS[1:])}")
+    overlap = statistics.median(times["overlap only"])
+    print(f"\n20 cases 256x256x160 .nii.gz, WT/TC/ET, --workers 2, {rounds} interleaved rounds, "
+          f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}\n")
+    print("| segeval evaluate ... | median s | min-max s | / overlap only |")
+    print("|---|---:|---:|---:|")
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        print(f"| {name} | {median:.2f} | {min(seconds):.2f}-{max(seconds):.2f} "
+              f"| {median / overlap:.2f}x |")
+
+
+def _numbers(report: Path) -> object:
+    """Everything of a JSON report but its run facts (times, workers, version)."""
+    data = json.loads(report.read_text())
+    return {key: value for key, value in data.items() if key != "run"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -212,7 +279,15 @@ def main() -> None:
     parser.add_argument("--brats-source", type=Path,
                         default=HERE.parent / ".venv-brats" / "official")
     parser.add_argument("--brats-rounds", type=int, default=1)
+    parser.add_argument("--cli", action="store_true",
+                        help="time whole segeval processes on the 20-case folder --data")
+    parser.add_argument("--data", type=Path, default=HERE / "data" / "boundary")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="--cli: another segeval checkout to time and compare too")
     args = parser.parse_args()
+    if args.cli:
+        cli_benchmark(args.data, args.rounds, args.before)
+        return
 
     reference, prediction = make_case()
     ref_regions, pred_regions = regions(reference), regions(prediction)
