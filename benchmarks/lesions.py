@@ -232,6 +232,7 @@ def cli_benchmark(data: Path, rounds: int, before: Path | None) -> None:
         runs += [(f"{name}, checkout {before}", extra, env)
                  for name, extra in FOLDER_COMMANDS[1:]]
     times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
         reports: dict[str, Path] = {}
         # run from the scratch folder: ``python -m`` puts the working directory first on
@@ -254,7 +255,8 @@ def cli_benchmark(data: Path, rounds: int, before: Path | None) -> None:
                   f"{', '.join(name for name, _ in FOLDER_COMMANDS[1:])}")
     overlap = statistics.median(times["overlap only"])
     print(f"\n20 cases 256x256x160 .nii.gz, WT/TC/ET, --workers 2, {rounds} interleaved rounds, "
-          f"{os.cpu_count()} CPUs, load average before {os.getloadavg()[0]:.1f}\n")
+          f"{os.cpu_count()} CPUs, 1-min load average {load:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after\n")
     print("| segeval evaluate ... | median s | min-max s | / overlap only |")
     print("|---|---:|---:|---:|")
     for name, seconds in times.items():
