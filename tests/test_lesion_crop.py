@@ -181,9 +181,10 @@ def test_renumbering_restores_raster_order_from_any_permutation() -> None:
 
 def per_lesion_hd95(labels: core.LesionLabels, table: core.LesionTable,
                     options: core.LesionOptions) -> list[float]:
-    """Each reference lesion's HD95 from whole-array masks: the lesion, and np.isin of its
-    partners (no boxes, no shortcut for a lone lesion or an all-touching prediction)."""
-    from segeval.core.boundary import boundary_scores, image_diagonal, surface_distances
+    """Each reference lesion's HD95 from the lesion and np.isin of its partners, both cut to
+    their union box (positions are measured from the box: the pair's own), with no shortcut
+    for a lone lesion or an all-touching prediction."""
+    from segeval.core.boundary import boundary_scores, image_diagonal, surface_distances, union_box
 
     penalty = options.hd95_penalty
     if penalty is None:
@@ -194,8 +195,9 @@ def per_lesion_hd95(labels: core.LesionLabels, table: core.LesionTable,
         if len(partners) == 0:
             out.append(penalty)
             continue
-        d = surface_distances(labels.reference == i + 1, np.isin(labels.prediction, partners),
-                              table.spacing, options.surface)
+        lesion, union = labels.reference == i + 1, np.isin(labels.prediction, partners)
+        box = union_box(lesion, union)
+        d = surface_distances(lesion[box], union[box], table.spacing, options.surface)
         out.append(boundary_scores(d, ("hd95",),
                                    pooled_percentile=options.pooled_percentile)["hd95"])
     return out
@@ -210,8 +212,10 @@ def test_lesion_hd95_equals_whole_array_masks(seed: int, surface: str, dilation:
     reference = rng.random((13, 11, 9)) < density  # dense: one lesion touched by all
     prediction = np.roll(reference, 1, axis=int(rng.integers(3))) \
         | (rng.random(reference.shape) < density / 4)
+    # away from the border, so the dilation margin moves the labels' box off the pair's box
+    reference, prediction = np.pad(reference, 4), np.pad(prediction, 4)
     options = core.lesion_options(surface=surface, dilation=dilation)
     labels = core.lesion_labels(reference, prediction, options)
-    table = core.lesion_table(reference, prediction, (0.7, 1.0, 2.0), options, labels)
+    table = core.lesion_table(reference, prediction, (0.7, 1.1, 0.3), options, labels)
     _, per_lesion = core.lesion_hd95(labels, table, options)
     assert per_lesion.tolist() == per_lesion_hd95(labels, table, options)

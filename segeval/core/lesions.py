@@ -555,7 +555,9 @@ def lesion_hd95(
             if len(partners) == 0:
                 continue
             every = len(partners) == table.n_pred  # the union is the whole prediction
-            if every and table.n_ref == 1:  # (surface_distances crops to the pair's box)
+            if every and table.n_ref == 1 and options.dilation == 0:
+                # the pair is every voxel of the labels, whose box is then the pair's box
+                # (positions are measured from the first voxel of the arrays given)
                 lesion, union = labels.reference != 0, labels.prediction != 0
             else:
                 if boxes is None:
