@@ -2,10 +2,11 @@
 
 Pure: no I/O, no config object.  For one class (or region) of one case:
 
-1. **Lesions** are the connected components of each side (``scipy.ndimage.label``) under
-   ``connectivity``: ``"face"`` (4 in 2-D, 6 in 3-D), ``"18"`` (3-D only) or ``"full"``
-   (8 in 2-D, 26 in 3-D; the default).  Component ids are stored in the smallest unsigned
-   integer type that holds them.
+1. **Lesions** are the connected components of each side under ``connectivity``: ``"face"``
+   (4 in 2-D, 6 in 3-D), ``"18"`` (3-D only) or ``"full"`` (8 in 2-D, 26 in 3-D; the
+   default), numbered as ``scipy.ndimage.label`` numbers them (connected-components-3d
+   computes them in 3-D).  Component ids are stored in the smallest unsigned integer type
+   that holds them.
 2. Optionally (BraTS 2023) the reference is dilated ``dilation`` times with the structuring
    element ``generate_binary_structure(ndim, 2)`` (18-neighbourhood in 3-D); reference voxels
    that fall in one connected component of the dilated reference form ONE reference lesion,
@@ -200,7 +201,11 @@ def label_lesions(mask: np.ndarray, connectivity: Connectivity = "full") -> tupl
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim == 0:
         raise ValueError("lesions need at least one axis")
-    structure = _structure(connectivity, mask.ndim)
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity!r}")
+    if connectivity == "18" and mask.ndim != 3:  # (scipy.ndimage is imported only if used)
+        raise ValueError(
+            f"18-connectivity is defined for 3-D images; this one has {mask.ndim} axes")
     if mask.ndim == 3 and min(mask.shape) >= 2:
         import cc3d
 
@@ -214,7 +219,7 @@ def label_lesions(mask: np.ndarray, connectivity: Connectivity = "full") -> tupl
             return _raster_numbered(mask, np.ascontiguousarray(ids), int(count))
     from scipy.ndimage import label
 
-    ids, count = label(mask, structure=structure, output=np.int32)
+    ids, count = label(mask, structure=_structure(connectivity, mask.ndim), output=np.int32)
     return ids.astype(smallest_uint(int(count)), copy=False), int(count)
 
 
@@ -354,8 +359,6 @@ def lesion_labels(
     reference: np.ndarray, prediction: np.ndarray, options: LesionOptions = LesionOptions()
 ) -> LesionLabels:
     """Label the lesions of both sides (and merge reference lesions by dilation)."""
-    from scipy.ndimage import binary_dilation, generate_binary_structure
-
     reference = np.asarray(reference, dtype=bool)
     prediction = np.asarray(prediction, dtype=bool)
     connectivity = options.connectivity_for(reference.ndim)
@@ -370,6 +373,8 @@ def lesion_labels(
     if options.dilation == 0:
         ref_ids, n_ref = label_lesions(ref, connectivity)
         return LesionLabels(ref_ids, ref_ids, pred_ids, n_ref, n_pred, box)
+    from scipy.ndimage import binary_dilation, generate_binary_structure
+
     # BraTS's structuring element: generate_binary_structure(3, 2), the 18-neighbourhood
     dilated = binary_dilation(ref, structure=generate_binary_structure(ref.ndim, min(2, ref.ndim)),
                               iterations=options.dilation)
@@ -539,8 +544,6 @@ def lesion_hd95(
     the image diagonal) for a missed lesion and for each false positive; averaged over
     (kept reference lesions + false positives); ``hd95_both_empty`` when that is 0.
     """
-    from scipy.ndimage import find_objects
-
     from segeval.core.boundary import boundary_scores, image_diagonal, surface_distances
 
     penalty = options.hd95_penalty
@@ -561,6 +564,8 @@ def lesion_hd95(
                 lesion, union = labels.reference != 0, labels.prediction != 0
             else:
                 if boxes is None:
+                    from scipy.ndimage import find_objects
+
                     boxes = (find_objects(labels.reference, max_label=table.n_ref),
                              find_objects(labels.prediction, max_label=table.n_pred))
                 box = _union_of_boxes([boxes[0][i]] + [boxes[1][p - 1] for p in partners])
