@@ -219,3 +219,17 @@ def test_lesion_hd95_equals_whole_array_masks(seed: int, surface: str, dilation:
     table = core.lesion_table(reference, prediction, (0.7, 1.1, 0.3), options, labels)
     _, per_lesion = core.lesion_hd95(labels, table, options)
     assert per_lesion.tolist() == per_lesion_hd95(labels, table, options)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.int64, bool])
+@pytest.mark.parametrize("fortran", [True, False])
+def test_c_order_copy_equals_numpy(dtype: type, fortran: bool) -> None:
+    from segeval.engines.lesions import _c_order
+
+    rng = np.random.default_rng(0)
+    whole = rng.integers(0, 5, (23, 19, 37)).astype(dtype)
+    whole = np.asfortranarray(whole) if fortran else whole
+    for view in (whole, whole[2:21, 3:17, 1:36], whole[::2, :, 5:6], whole[:, 4], whole[3, 2]):
+        copy = _c_order(view)
+        assert copy.flags.c_contiguous and copy.dtype == view.dtype
+        assert np.array_equal(copy, view)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from segeval.config import EvalConfig
 from segeval.core.boundary import union_box
 from segeval.core.lesions import (
@@ -95,24 +97,37 @@ def _cropped(maps: CaseMaps, margin: int, whole: bool) -> CaseMaps:
     the whole image (the image's shape is kept apart for the HD95 penalty's diagonal).  The
     C-order copy, made once per side, replaces the per-class copies and strided scans that
     Fortran-ordered NIfTI arrays cost in every mask, label and table step."""
-    import numpy as np
-
     box = None if whole else union_box(maps.reference, maps.prediction)
     if box is not None:
         box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n))
                     for s, n in zip(box, maps.reference.shape, strict=True))
     else:
         box = tuple(slice(None) for _ in maps.reference.shape)
-    valid = None if maps.valid is None else np.ascontiguousarray(maps.valid[box])
-    return CaseMaps(np.ascontiguousarray(maps.reference[box]),
-                    np.ascontiguousarray(maps.prediction[box]), valid, maps.spacing)
+    valid = None if maps.valid is None else _c_order(maps.valid[box])
+    return CaseMaps(_c_order(maps.reference[box]), _c_order(maps.prediction[box]), valid,
+                    maps.spacing)
+
+
+def _c_order(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``array`` (itself when it is one already).
+
+    A Fortran-ordered volume is copied a few last-axis planes at a time: numpy's one-pass
+    transposing copy strides through memory and takes 14 ms on a 141x200x118 uint8 crop,
+    these slabs 3 ms (slab widths measured for 1-, 2-, 4- and 8-byte items)."""
+    if array.flags.c_contiguous:
+        return array
+    if array.ndim < 2 or array.strides[0] >= array.strides[-1]:  # not Fortran-like
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, dtype=array.dtype)
+    step = 16 if array.itemsize <= 2 else 8
+    for start in range(0, array.shape[-1], step):
+        out[..., start:start + step] = array[..., start:start + step]
+    return out
 
 
 def both_empty_values(config: EvalConfig, ndim: int = 3) -> dict[str, float]:
     """The values of a class with no lesion on either side (every count 0, the ratios by the
     empty rule, the volumes 0, ``lesion_hd95`` by ``lesion_hd95_both_empty``)."""
-    import numpy as np
-
     options = options_of(config)
     empty = np.zeros((1,) * ndim, dtype=bool)
     labels = lesion_labels(empty, empty, options)
