@@ -233,3 +233,26 @@ def test_c_order_copy_equals_numpy(dtype: type, fortran: bool) -> None:
         copy = _c_order(view)
         assert copy.flags.c_contiguous and copy.dtype == view.dtype
         assert np.array_equal(copy, view)
+
+
+class _FailingCC3D:
+    """A stand-in for connected-components-3d that fails as 4.1.1 does on some shapes."""
+
+    calls = 0
+
+    @classmethod
+    def connected_components(cls, *args: Any, **kwargs: Any) -> Any:
+        cls.calls += 1
+        raise RuntimeError("maximum length exception")
+
+
+@pytest.mark.parametrize("module", [None, _FailingCC3D])
+def test_without_cc3d_or_when_it_fails_scipy_labels(monkeypatch: pytest.MonkeyPatch,
+                                                    module: Any) -> None:
+    monkeypatch.setattr(core, "_cc3d", lambda: module)
+    mask = np.random.default_rng(2).random((9, 8, 7)) < 0.4
+    calls = _FailingCC3D.calls
+    got, n = core.label_lesions(mask, "18")
+    want, count = scipy_labels(mask, "18")
+    assert n == count and np.array_equal(got, want) and got.dtype == want.dtype
+    assert _FailingCC3D.calls == calls + (module is not None)

@@ -195,8 +195,9 @@ def label_lesions(mask: np.ndarray, connectivity: Connectivity = "full") -> tupl
     3-D masks with every axis of 2 voxels or more are labelled by connected-components-3d
     (about 4x faster than scipy on 256x256x160, renumbering included); its numbering is its
     union-find's, so the ids are renumbered here to raster order when they differ.  Other
-    masks, and any it fails on, by ``scipy.ndimage.label``: cc3d 4.1.1 mislabels background
-    pixels in 2-D 8-connectivity and raises on 3-D images with two axes of length 1.
+    masks, any it fails on, and every mask where it is not installed, by
+    ``scipy.ndimage.label``: cc3d 4.1.1 mislabels background pixels in 2-D 8-connectivity and
+    raises on 3-D images with two axes of length 1.
     """
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim == 0:
@@ -206,9 +207,8 @@ def label_lesions(mask: np.ndarray, connectivity: Connectivity = "full") -> tupl
     if connectivity == "18" and mask.ndim != 3:  # (scipy.ndimage is imported only if used)
         raise ValueError(
             f"18-connectivity is defined for 3-D images; this one has {mask.ndim} axes")
-    if mask.ndim == 3 and min(mask.shape) >= 2:
-        import cc3d
-
+    cc3d = _cc3d() if mask.ndim == 3 and min(mask.shape) >= 2 else None
+    if cc3d is not None:
         mask = np.ascontiguousarray(mask)
         try:
             ids, count = cc3d.connected_components(
@@ -221,6 +221,16 @@ def label_lesions(mask: np.ndarray, connectivity: Connectivity = "full") -> tupl
 
     ids, count = label(mask, structure=_structure(connectivity, mask.ndim), output=np.int32)
     return ids.astype(smallest_uint(int(count)), copy=False), int(count)
+
+
+def _cc3d() -> Any:
+    """The connected-components-3d module, or None where it cannot be imported (a platform
+    without its wheels: scipy then labels everything, with the same ids, only slower)."""
+    try:
+        import cc3d
+    except ImportError:
+        return None
+    return cc3d
 
 
 def _raster_numbered(mask: np.ndarray, ids: np.ndarray, count: int
