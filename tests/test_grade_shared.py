@@ -131,7 +131,15 @@ def test_a_shared_reference_boundary_gives_the_values_of_computing_it_again(surf
     # 5 classes: alone 2 boundaries each time (3 x 10); shared: 5 reference boundaries once,
     # then the prediction's (3 x 5)
     assert len(calls) == 3 * 10 + 5 + 3 * 5
-    assert len(shared) == 5
+    assert len([key for key in shared if isinstance(key, tuple)]) == 5
+    # past the memory budget nothing more is kept, and the values stay the same
+    monkeypatch.setattr(distances, "SHARED_ELEMENTS", 0)
+    calls.clear()
+    small: dict = {}
+    maps = distances.CaseMaps(reference, _blobs(4, (14, 12, 9)), None, spacing)
+    assert distances.distances_of(maps, config, small) == distances.distances_of(maps, config)
+    assert not [key for key in small if isinstance(key, tuple)]
+    assert len(calls) == 20
 
 
 def test_grading_3d_boundary_metrics_equals_each_team_alone(tmp_path):

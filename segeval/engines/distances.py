@@ -106,6 +106,11 @@ class CaseMaps:
         return mask
 
 
+# reference boundary elements kept per reference file for the next teams (each ~100 bytes
+# with its k-d tree: ~400 MB at most per worker); past it a boundary is built per team
+SHARED_ELEMENTS = 1 << 22
+
+
 def distances_of(maps: CaseMaps, config: EvalConfig,
                  shared: dict[Any, Any] | None = None) -> dict[str, dict[str, float]]:
     """The boundary metrics of every class of one case's maps (see :func:`case_distances`).
@@ -118,7 +123,8 @@ def distances_of(maps: CaseMaps, config: EvalConfig,
 
     ``shared``: a dict kept across the cases that share this case's reference file (grading:
     the same case of every team); each class's reference boundary and its k-d tree are kept
-    there and reused, with the same values as computing them again."""
+    there and reused, with the same values as computing them again (up to
+    :data:`SHARED_ELEMENTS` elements; the rest are built again for each case)."""
     classes = maps.classes(config)
     box = union_box(maps.reference, maps.prediction)
     origin = None
@@ -136,8 +142,10 @@ def distances_of(maps: CaseMaps, config: EvalConfig,
         if reference is None:
             reference = boundary_of(maps.reference_mask(members), spacing, config.surface,
                                     origin)
-            if shared is not None:
+            kept = 0 if shared is None else shared.get("boundary elements kept", 0)
+            if shared is not None and kept + reference.size <= SHARED_ELEMENTS:
                 shared[memo_key] = reference
+                shared["boundary elements kept"] = kept + reference.size
         prediction = boundary_of(maps.prediction_mask(members), spacing, config.surface, origin)
         values[key] = boundary_scores(
             distances_between(reference, prediction, diagonal, config.surface),
