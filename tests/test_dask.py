@@ -43,6 +43,20 @@ def test_cluster_report_equals_local_report(scheduler, folder):
     assert numbers(remote) == numbers(local)
 
 
+def test_cluster_values_equal_local_values(scheduler):
+    """Boundary and lesion metrics (per case × class values) travel back from the cluster
+    as the counts do: the same report, value for value."""
+    options = {"boundary_metrics": ["hd", "hd95", "assd", "masd", "nsd"],
+               "lesion_metrics": ["lesion_f1", "lesion_dice", "pq"]}
+    local = segeval.evaluate(SAMPLE / "nifti3d" / "pred", SAMPLE / "nifti3d" / "gt",
+                             workers=1, **options)
+    remote = segeval.evaluate(SAMPLE / "nifti3d" / "pred", SAMPLE / "nifti3d" / "gt",
+                              scheduler=scheduler, **options)
+    assert numbers(remote) == numbers(local)
+    hd95 = [case["metrics"]["1"]["hd95"] for case in local.to_dict()["cases"]]
+    assert any(value > 0 for value in hd95)  # the values compared are there
+
+
 def test_cluster_keeps_case_errors(scheduler, tmp_path):
     pred = tmp_path / "pred"
     shutil.copytree(SAMPLE / "png2d" / "pred", pred)
