@@ -201,3 +201,40 @@ def test_compare_treats_a_class_rename_as_comparable_with_a_note(folders, tmp_pa
     result = runner.invoke(app, ["compare", str(old), str(new)])
     assert result.exit_code == 0, result.stderr
     assert "class 1 is named 'liver' in the baseline and 'hepar' now" in result.stderr
+
+
+def test_grade_takes_probability_scale_and_nnunet_npz(tmp_path):
+    """grade: a team of 8-bit probability PNGs with --probability-scale, and a team of nnU-Net
+    .npz probabilities with --prediction-suffix/--prediction-axes, ranked by Dice computed by
+    hand (before: these options existed for evaluate only)."""
+    nib = pytest.importorskip("nibabel")
+    subs, gt = tmp_path / "subs", tmp_path / "gt"
+    for folder in (subs / "png_team", gt):
+        folder.mkdir(parents=True)
+    probability = RNG.integers(0, 256, (16, 16)).astype(np.uint8)
+    png(subs / "png_team" / "a.png", probability)
+    png(gt / "a.png", REF01)
+    result = runner.invoke(app, ["grade", str(subs), str(gt), "--out", str(tmp_path / "o1"),
+                                 "--probability-scale", "255", "-q"])
+    assert result.exit_code == 0, result.stderr
+    board = json.loads((tmp_path / "o1" / "leaderboard.json").read_text())
+    expected = dice((probability / 255 > 0.5).astype(np.uint8), REF01)
+    assert board["teams"][0]["score"] == pytest.approx(expected)
+
+    subs, gt = tmp_path / "subs3d", tmp_path / "gt3d"
+    for folder in (subs / "npz_team", gt):
+        folder.mkdir(parents=True)
+    reference = RNG.integers(0, 3, (5, 4, 3)).astype(np.uint8)
+    probabilities = RNG.dirichlet([1, 1, 1], size=(5, 4, 3)).transpose(3, 0, 1, 2)
+    nib.save(nib.Nifti1Image(reference, np.eye(4)), gt / "c1.nii.gz")
+    np.savez_compressed(subs / "npz_team" / "c1.npz",
+                        probabilities=probabilities.transpose(0, 3, 2, 1).astype(np.float16))
+    argmax = np.argmax(probabilities.astype(np.float16), axis=0)
+    result = runner.invoke(app, ["grade", str(subs), str(gt), "--out", str(tmp_path / "o2"),
+                                 "--prediction-suffix", ".npz", "--prediction-axes", "c,2,1,0",
+                                 "-q"])
+    assert result.exit_code == 0, result.stderr
+    board = json.loads((tmp_path / "o2" / "leaderboard.json").read_text())
+    labels = sorted(set(np.unique(reference)) - {0})
+    expected = np.mean([dice(argmax == k, reference == k) for k in labels])
+    assert board["teams"][0]["score"] == pytest.approx(expected)
