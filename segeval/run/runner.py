@@ -494,7 +494,7 @@ def evaluate_groups(groups: list[list[CaseSource]], config: EvalConfig, workers:
             todo = [k for k, r in enumerate(first) if r is None or r.error_code in
                     WORKER_FAILURES]
             fresh = evaluate_cases([groups[subset[k][0]][subset[k][1]] for k in todo], config,
-                                   "cpu", True, workers, None, limit)
+                                   "cpu", True, workers, None, limit) if todo else []
             for k, result in zip(todo, fresh, strict=True):
                 redone[subset[k]] = result
             rerun = set(todo)
