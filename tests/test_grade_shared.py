@@ -52,17 +52,7 @@ def test_a_crashing_prediction_is_charged_to_its_own_team_only(tmp_path, monkeyp
         write_png(subs / "fine" / f"{case}.png", mask)
         write_png(subs / "bomb" / f"{case}.png", mask)
     (subs / "bomb" / "a.png").write_bytes((subs / "bomb" / "a.png").read_bytes() + b"BOMB")
-
-    from segeval.run import runner
-
-    real = runner.read_mask
-
-    def read_mask(path, *args, **kwargs):  # workers are forked: they inherit this
-        if Path(path).read_bytes().endswith(b"BOMB"):
-            os._exit(9)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "read_mask", read_mask)
+    _patch_reader(monkeypatch, b"BOMB", lambda: os._exit(9))
     reports = evaluate_many({"fine": subs / "fine", "bomb": subs / "bomb"}, gt, workers=2,
                             missing="empty", invalid="empty", labels=[1])
     fine, bomb = reports["fine"], reports["bomb"]
