@@ -8,6 +8,7 @@ table, reduce it, and wrap everything in a :class:`~segeval.results.Report`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +220,10 @@ def value_reductions(results: list[CaseResult], classes: list[ClassSpec],
         lesions = lesion_value_table(results, classes, config)
         per_case.update({m: lesions[m] for m in config.lesion_metrics})
         counts = {m: lesions[m] for m in LESION_COUNTS}
-        return reduce_values(per_case, config.std_ddof, counts, POOLED_LESION_METRICS,
-                             config.lesion_empty or config.empty)
+        reduced = reduce_values(per_case, config.std_ddof, counts, POOLED_LESION_METRICS,
+                                config.lesion_empty or config.empty)
+        return replace(reduced, recorded={m: v for m, v in lesions.items()
+                                          if m not in per_case})
     return reduce_values(per_case, config.std_ddof)
 
 

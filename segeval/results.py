@@ -148,16 +148,19 @@ class Report:
         those that exist.  JSON has no infinity: an infinite distance
         (``--empty-distance inf``) is written as the string "inf"."""
         names = list(red.per_case)
-        data["units"] = {m: _unit(m) for m in names}
+        written = names + list(red.recorded)  # in each case's record (recorded: not reduced)
+        data["units"] = {m: _unit(m) for m in written}
         data["value_reductions"] = {m: _reductions(m) for m in names}
         values = {m: red.per_case[m].tolist() for m in names}
+        values.update({m: red.recorded[m].tolist() for m in red.recorded})
         counted = [m for m in names if m in LESION_COUNTS]  # whole numbers: JSON integers
+        counted_here = [m for m in written if m in LESION_COUNTS]
         for index, case in enumerate(data["cases"]):
             for k, key in enumerate(keys):
                 if key in case["metrics"]:
                     row = case["metrics"][key]
-                    row.update({m: _value_number(values[m][index][k]) for m in names})
-                    row.update({m: _whole(row[m]) for m in counted})
+                    row.update({m: _value_number(values[m][index][k]) for m in written})
+                    row.update({m: _whole(row[m]) for m in counted_here})
         for k, key in enumerate(keys):
             entry = data["per_class"][key]
             entry["pooled"].update({m: _value_number(red.pooled[m][k]) if m in red.pooled

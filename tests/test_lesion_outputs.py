@@ -89,6 +89,19 @@ def test_cli_writes_every_lesion_metric_per_case_and_class(folders, tmp_path, va
     assert a["lesion_f1"] == pytest.approx(2 / 3)
     assert a["lesion_dice"] == pytest.approx(5 / 12)
     assert a["pq"] == pytest.approx(1 / 3)
+    # the "done when": asked for three, the record holds every table metric (one
+    # overlap table gives them all), so the pooled values are reproducible from the cases
+    assert {k: a[k] for k in ("lesion_tp", "lesion_fp", "lesion_fn", "pq_tp", "pq_fp",
+                              "pq_fn", "n_ref_lesions", "n_pred_lesions")} == {
+        "lesion_tp": 2, "lesion_fp": 1, "lesion_fn": 1, "pq_tp": 1, "pq_fp": 2, "pq_fn": 2,
+        "n_ref_lesions": 3, "n_pred_lesions": 3}
+    assert a["rq"] == pytest.approx(1 / 3) and a["fp_volume_ml"] == pytest.approx(0.008)
+    for key in ("1", "2"):
+        tp, fp, fn = (sum(case["metrics"][key][m] for case in data["cases"])
+                      for m in ("lesion_tp", "lesion_fp", "lesion_fn"))
+        assert data["per_class"][key]["pooled"]["lesion_f1"] == pytest.approx(
+            2 * tp / (2 * tp + fp + fn))
+    assert set(data["value_reductions"]) == {"lesion_dice", "lesion_f1", "pq"}  # reduced
     data = validate(evaluate_cli(folders, tmp_path, "--metrics", "lesions"))
     a = data["cases"][0]["metrics"]["1"]
     assert {k: a[k] for k in ("n_ref_lesions", "n_pred_lesions", "lesion_tp", "lesion_fp",

@@ -156,6 +156,9 @@ class ValueReductions:
     (``pooled``, ``micro``) and ``pooled_macro`` is the mean over classes of their pooled
     values (the report's ``macro``).  ``counts`` keeps every lesion count ``[case, class]``
     (also those not asked for), from which grading's bootstrap pools resampled cases.
+    ``recorded`` holds the per case values computed but not asked for (the other lesion
+    table metrics: one overlap table gives them all), written in each case's record so that
+    every pooled value is reproducible from the report; they are not reduced.
     """
 
     per_case: dict[str, np.ndarray]
@@ -168,6 +171,7 @@ class ValueReductions:
     micro: dict[str, float] = field(default_factory=dict)
     pooled_macro: dict[str, float] = field(default_factory=dict)
     counts: dict[str, np.ndarray] = field(default_factory=dict)
+    recorded: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def pool_counts(counts: dict[str, np.ndarray], ratios: dict[str, tuple[str, str, str]],
