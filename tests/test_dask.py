@@ -95,3 +95,36 @@ def test_grading_with_an_unreachable_scheduler_stops_instead_of_failing_every_te
     with pytest.raises(segeval.UsageError, match="cannot connect"):
         grade(subs, SAMPLE / "png2d" / "gt", tmp_path / "out", scheduler="tcp://127.0.0.1:9")
     assert not (tmp_path / "out" / "leaderboard.json").exists()
+
+
+def test_a_case_whose_cluster_worker_dies_scores_as_empty_in_grading(scheduler, monkeypatch,
+                                                                      tmp_path):
+    """--invalid empty on a cluster: a case that keeps killing its Dask worker keeps
+    E_WORKER_CRASHED and is scored as an empty prediction (reference read locally), as in a
+    local run; it does not drop out of the mean."""
+    import numpy as np
+    from PIL import Image
+
+    from segeval.run import runner
+
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    for case in ("a", "b"):
+        Image.fromarray(mask).save(gt / f"{case}.png")
+        Image.fromarray(mask).save(pred / f"{case}.png")
+    real = runner.evaluate_on_dask
+
+    def one_dies(cases, *args, **kwargs):  # as if case a's worker kept dying
+        results = real(cases, *args, **kwargs)
+        return [runner._from_failure(c, runner.Failure("crashed", "KilledWorker"))
+                if c.id == "a" else r for c, r in zip(cases, results, strict=True)]
+
+    monkeypatch.setattr(runner, "evaluate_on_dask", one_dies)
+    report = segeval.evaluate(pred, gt, scheduler=scheduler, labels=[1], invalid="empty")
+    crashed, fine = report.cases
+    assert crashed.error_code == "E_WORKER_CRASHED" and crashed.counts is not None
+    assert fine.status == "ok"
+    assert report.reductions.macro_imagewise["dice"] == 0.5  # (0 + 1) / 2

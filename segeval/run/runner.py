@@ -95,8 +95,10 @@ def run_cases(cases: list[CaseSource], config: EvalConfig, device: str, from_fil
     already holds; see :func:`evaluate_cases` for the rest (or :func:`evaluate_on_dask`
     with a ``scheduler`` address)."""
     def compute(subset: list[CaseSource], report: Progress | None) -> list[CaseResult]:
-        if scheduler is not None:
-            return evaluate_on_dask(subset, config, from_files, scheduler, report)
+        if scheduler is not None:  # a case whose cluster worker died: scored here as empty
+            return score_failures_as_empty(
+                subset, evaluate_on_dask(subset, config, from_files, scheduler, report),
+                config, workers, case_timeout)
         return evaluate_cases(subset, config, device, from_files, workers, report,
                               case_timeout)
 
@@ -435,13 +437,9 @@ class _GroupJob:
             result = count_loaded(load_case(source, self.config, True, references),
                                   self.config, NumpyBackend(), references)
             if limit is not None and time.perf_counter() - started > limit:
-                result = _from_failure(source, _timed_out(limit))
+                result = _from_failure(source, Failure.timed_out(limit))
             results.append(result)
         return results
-
-
-def _timed_out(limit: float) -> Failure:
-    return Failure("timeout", f"no result after {limit:g} s")
 
 
 def evaluate_groups(groups: list[list[CaseSource]], config: EvalConfig, workers: int,

@@ -32,6 +32,11 @@ class Failure:
     kind: str
     detail: str
 
+    @classmethod
+    def timed_out(cls, limit: float) -> Failure:
+        """The failure of a task that gave no result within ``limit`` seconds."""
+        return cls("timeout", f"no result after {limit:g} s")
+
 
 def _context() -> Any:
     # fork shares the already-imported modules (fast start); elsewhere spawn is the safe one
@@ -210,7 +215,8 @@ class SupervisedPool(Generic[T, R]):
 
     def _failure(self, worker: _Worker, ready: list[Any]) -> Failure:
         if worker.process.is_alive() and time.monotonic() >= worker.deadline:
-            return Failure("timeout", f"no result after {self.timeout:g} s")
+            assert self.timeout is not None  # only a timeout sets a finite deadline
+            return Failure.timed_out(self.timeout)
         worker.process.join(timeout=5)
         code = worker.process.exitcode
         detail = (f"killed by signal {signal.Signals(-code).name}" if code and code < 0
