@@ -41,7 +41,10 @@ TC (1,3), ET (3), the median over ``--rounds`` of:
 (``--data``, made by ``generate.py nifti DIR --cases 20 --shape 256 256 160 --classes 4`` when
 missing), regions WT=1,2,3, TC=1,3, ET=3, ``--workers 2``, in interleaved rounds (one round runs
 every command once, so the ratios are same-run): overlap only, ``--metrics lesions`` (every
-lesion metric, lesion HD95 included) and ``--metrics lesion_f1,lesion_dice,pq`` (no HD95).
+lesion metric, lesion HD95 included), ``--metrics lesion_f1,lesion_dice,pq`` (no HD95),
+``--metrics hd95`` (the regions' own HD95, no lesion work: what the distance step costs on
+these cases) and ``--metrics hd95,lesions`` (both, as BraTS reports them: a region that is one
+lesion per side takes its lesion HD95 from the region's distances).
 ``--before DIR`` (another checkout, run with ``PYTHONPATH=DIR``) times the two lesion commands
 with it too and checks that both checkouts write the same numbers in every report.
 
@@ -214,6 +217,10 @@ FOLDER_COMMANDS = (
     ("overlap only", []),
     ("--metrics lesions", ["--metrics", "lesions"]),
     ("--metrics lesion_f1,lesion_dice,pq", ["--metrics", "lesion_f1,lesion_dice,pq"]),
+    # the regions' own HD95 (no lesion work): what the distance step costs on these cases
+    ("--metrics hd95", ["--metrics", "hd95"]),
+    # BraTS reports both: the regions' HD95 and the lesion-wise one share their distances
+    ("--metrics hd95,lesions", ["--metrics", "hd95,lesions"]),
 )
 
 

@@ -25,12 +25,15 @@ def numbers(report: dict) -> dict:
     return {key: value for key, value in report.items() if key != "run"}
 
 
-@pytest.mark.parametrize("metrics", [[], ["hd95", "nsd"]])
-def test_every_team_report_equals_evaluating_the_team_alone(tmp_path, metrics):
+@pytest.mark.parametrize("values", [
+    {}, {"boundary_metrics": ["hd95", "nsd"]},
+    # the lone lesions' HD95 read the class distances, whose reference side is kept per team
+    {"boundary_metrics": ["hd95"], "lesion_metrics": ["lesion_hd95", "lesion_f1"]},
+])
+def test_every_team_report_equals_evaluating_the_team_alone(tmp_path, values):
     subs, gt = make_submissions(tmp_path)
-    grade(subs, gt, tmp_path / "out", workers=2, boundary_metrics=metrics)
-    options = {"missing": "empty", "invalid": "empty", "labels": [1],
-               "boundary_metrics": metrics}
+    grade(subs, gt, tmp_path / "out", workers=2, **values)
+    options = {"missing": "empty", "invalid": "empty", "labels": [1], **values}
     for team in FOLDER_TEAMS:
         alone = segeval.evaluate(subs / team, gt, workers=1, **options).to_dict()
         graded = json.loads((tmp_path / "out" / team / "report.json").read_text())

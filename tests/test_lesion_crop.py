@@ -59,6 +59,12 @@ def same(got: tuple[dict, list], want: tuple[dict, list]) -> None:
         assert got[0][key].keys() == metrics.keys()
         for metric, value in metrics.items():
             other = got[0][key][metric]
+            if metric == "lesion_hd95" and not math.isnan(value):
+                # a class that is one lesion per side takes the class's own boundary distances,
+                # measured from whole-image positions, not from the lesion's box: the same
+                # distances up to rounding in the last bit of the positions
+                assert other == pytest.approx(value, rel=1e-12, abs=0), (key, metric)
+                continue
             assert (isinstance(value, float) and math.isnan(value) and math.isnan(other)) \
                 or (other == value and type(other) is type(value)), (key, metric, other, value)
     assert got[1] == want[1]

@@ -53,14 +53,17 @@ for BraTS).  The volumes are 0 when their side has no lesion.  Counts are Python
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
 from segeval.config import LESION_COUNTS, LESION_LOWER_IS_BETTER, LESION_PRESETS, EmptyRule
 from segeval.core.metrics import EMPTY_VALUES, score
+
+if TYPE_CHECKING:
+    from segeval.core.boundary import SurfaceDistances
 
 __all__ = [
     "CONNECTIVITIES", "LESION_COUNTS", "LESION_METRICS", "LESION_PRESETS", "LESION_VALUES",
@@ -546,6 +549,7 @@ def lesion_hd95(
     labels: LesionLabels,
     table: LesionTable,
     options: LesionOptions = LesionOptions(),
+    whole: Callable[[], SurfaceDistances] | None = None,
 ) -> tuple[float, np.ndarray]:
     """Lesion-wise HD95 (mm) and the HD95 of each reference lesion (float64 [n_ref]).
 
@@ -553,6 +557,12 @@ def lesion_hd95(
     the lesion and the union of the predicted lesions touching it; ``hd95_penalty`` (None:
     the image diagonal) for a missed lesion and for each false positive; averaged over
     (kept reference lesions + false positives); ``hd95_both_empty`` when that is 0.
+
+    ``whole``: gives the distance sets (under ``options.surface``) between the boundaries of
+    the class's two whole masks, when the caller has them or keeps them for other metrics.
+    They are used when the class is one reference lesion touched by every predicted lesion:
+    then R_1 is the whole reference mask (with a dilation too: every reference voxel lies in
+    the one merged region) and U_1 the whole prediction.
     """
     from segeval.core.boundary import boundary_scores, image_diagonal, surface_distances
 
@@ -568,6 +578,10 @@ def lesion_hd95(
             if len(partners) == 0:
                 continue
             every = len(partners) == table.n_pred  # the union is the whole prediction
+            if every and table.n_ref == 1 and whole is not None:
+                per_lesion[i] = boundary_scores(
+                    whole(), ("hd95",), pooled_percentile=options.pooled_percentile)["hd95"]
+                continue
             if every and table.n_ref == 1 and options.dilation == 0:
                 # the pair is every voxel of the labels, whose box is then the pair's box
                 # (positions are measured from the first voxel of the arrays given)

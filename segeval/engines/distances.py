@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from segeval.config import EvalConfig
+from segeval.config import EvalConfig, Surface
 from segeval.core.boundary import (
+    SurfaceDistances,
     boundary_of,
     boundary_scores,
     distances_between,
@@ -111,49 +112,85 @@ class CaseMaps:
 SHARED_ELEMENTS = 1 << 22
 
 
-def distances_of(maps: CaseMaps, config: EvalConfig,
-                 shared: dict[Any, Any] | None = None) -> dict[str, dict[str, float]]:
-    """The boundary metrics of every class of one case's maps (see :func:`case_distances`).
+class ClassDistances:
+    """The two directed distance sets between each class's two boundaries in one case,
+    computed once per (class, surface) and kept: the boundary metrics and a lone lesion's HD95
+    (a class that is one reference lesion touched by every predicted lesion: the same two
+    masks) read the same sets.
 
-    Both maps are cropped once to the bounding box of their nonzero voxels before any class
-    mask is built: every class without label 0 lies inside it (outside it is outside every
-    such mask, as outside the image), and boundary positions are whole-image positions, so
-    the crop changes no value; a class holding label 0 uses the whole image.  The diagonal
-    (one empty mask) stays the whole image's.
+    Both maps are cropped once to the bounding box of their nonzero voxels: every class without
+    label 0 lies inside it (outside it is outside every such mask, as outside the image), and
+    boundary positions are whole-image positions, so the crop changes no value; a class
+    holding label 0 uses the whole image.  The diagonal (one empty mask) stays the whole
+    image's.
 
     ``shared``: a dict kept across the cases that share this case's reference file (grading:
     the same case of every team); each class's reference boundary and its k-d tree are kept
     there and reused, with the same values as computing them again (up to
     :data:`SHARED_ELEMENTS` elements; the rest are built again for each case)."""
-    classes = maps.classes(config)
-    box = union_box(maps.reference, maps.prediction)
-    origin = None
-    if box is not None and not any(0 in members for _, members in classes):
-        maps = CaseMaps(maps.reference[box], maps.prediction[box],
-                        None if maps.valid is None else maps.valid[box], maps.spacing,
-                        image_shape=maps.image_shape)
-        origin = tuple(s.start for s in box)
-    spacing = maps.spacing or (1.0,) * maps.reference.ndim
-    diagonal = image_diagonal(maps.image_shape, spacing)
-    values: dict[str, dict[str, float]] = {}
-    for key, members in classes:
-        memo_key = ("reference boundary", config.surface, members)
+
+    def __init__(self, maps: CaseMaps, shared: dict[Any, Any] | None = None) -> None:
+        self.whole, self.shared = maps, shared
+        self.spacing = maps.spacing or (1.0,) * maps.reference.ndim
+        self.diagonal = image_diagonal(maps.image_shape, self.spacing)
+        self._crop: tuple[CaseMaps, tuple[int, ...] | None] | None = None  # on first use
+        self._kept: dict[tuple[tuple[int, ...], str], SurfaceDistances] = {}
+
+    def use_crop(self, maps: CaseMaps, origin: tuple[int, ...]) -> None:
+        """Take ``maps``, a crop of the case's maps starting at voxel ``origin`` that holds
+        every nonzero voxel of both (the lesion step's C-ordered copy), instead of cropping
+        the case's maps again (unless it has done so already)."""
+        if self._crop is None:
+            self._crop = (maps, origin)
+
+    def _cropped(self) -> tuple[CaseMaps, tuple[int, ...] | None]:
+        if self._crop is None:
+            maps = self.whole
+            box = union_box(maps.reference, maps.prediction)
+            self._crop = (maps, None) if box is None else (
+                CaseMaps(maps.reference[box], maps.prediction[box],
+                         None if maps.valid is None else maps.valid[box], maps.spacing,
+                         image_shape=maps.image_shape),
+                tuple(s.start for s in box))
+        return self._crop
+
+    def __call__(self, members: tuple[int, ...], surface: Surface) -> SurfaceDistances:
+        """The distance sets of the class made of the labels ``members``."""
+        found = self._kept.get((members, surface))
+        if found is not None:
+            return found
+        maps, origin = (self.whole, None) if 0 in members else self._cropped()
+        shared = self.shared
+        memo_key = ("reference boundary", surface, members)
         reference = None if shared is None else shared.get(memo_key)
         if reference is None:
-            reference = boundary_of(maps.reference_mask(members), spacing, config.surface,
-                                    origin)
+            reference = boundary_of(maps.reference_mask(members), self.spacing, surface, origin)
             kept = 0 if shared is None else shared.get("boundary elements kept", 0)
             if shared is not None and kept + reference.size <= SHARED_ELEMENTS:
                 shared[memo_key] = reference
                 shared["boundary elements kept"] = kept + reference.size
-        prediction = boundary_of(maps.prediction_mask(members), spacing, config.surface, origin)
-        values[key] = boundary_scores(
-            distances_between(reference, prediction, diagonal, config.surface),
-            config.boundary_metrics, tolerance=config.tolerance_for(key),
+        prediction = boundary_of(maps.prediction_mask(members), self.spacing, surface, origin)
+        found = distances_between(reference, prediction, self.diagonal, surface)
+        self._kept[(members, surface)] = found
+        return found
+
+
+def distances_of(maps: CaseMaps, config: EvalConfig,
+                 shared: dict[Any, Any] | None = None,
+                 distances: ClassDistances | None = None) -> dict[str, dict[str, float]]:
+    """The boundary metrics of every class of one case's maps (see :func:`case_distances`),
+    from ``distances`` (default: a new :class:`ClassDistances` of ``maps`` and ``shared``)."""
+    if distances is None:
+        distances = ClassDistances(maps, shared)
+    return {
+        key: boundary_scores(
+            distances(members, config.surface), config.boundary_metrics,
+            tolerance=config.tolerance_for(key),
             pooled_percentile=config.hd_percentile_mode == "pooled",
             empty_distance=config.empty_distance,
         )
-    return values
+        for key, members in maps.classes(config)
+    }
 
 
 def _classes(ref_labels: np.ndarray, pred_labels: np.ndarray,

@@ -13,6 +13,7 @@ gives its values (no lesion on either side), filled in when the report is built.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from segeval.core.lesions import (
     lesion_scores,
     lesion_table,
 )
-from segeval.engines.distances import CaseMaps
+from segeval.engines.distances import CaseMaps, ClassDistances
 from segeval.errors import E_BAD_DIMENSIONS, CaseError
 
 # table metrics: everything lesion_scores gives (all of them are computed together, so the
@@ -56,12 +57,16 @@ def options_of(config: EvalConfig) -> LesionOptions:
     )
 
 
-def lesions_of(maps: CaseMaps, config: EvalConfig
+def lesions_of(maps: CaseMaps, config: EvalConfig, distances: ClassDistances | None = None,
                ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     """``({class key: {metric: value}}, per-lesion records)`` of one case.
 
     Every table metric is computed (cheap once the table exists); ``lesion_hd95`` only when
-    asked for.  Each record is :func:`segeval.core.lesions.lesion_rows`' with ``class``.
+    asked for, the HD95 of a class that is one lesion per side (every predicted lesion touching
+    the one reference lesion) from ``distances`` (default: a new :class:`ClassDistances` of
+    ``maps``), which the boundary metrics of the same case then read instead of computing the
+    same two boundaries and queries again.  Each record is
+    :func:`segeval.core.lesions.lesion_rows`' with ``class``.
     """
     options = options_of(config)
     if options.connectivity_for(maps.reference.ndim) == "18" and maps.reference.ndim != 3:
@@ -69,9 +74,14 @@ def lesions_of(maps: CaseMaps, config: EvalConfig
                         f"case has {maps.reference.ndim} axes",
                         hint="use --connectivity face or full")
     with_hd95 = "lesion_hd95" in config.lesion_metrics
+    if with_hd95 and distances is None:
+        distances = ClassDistances(maps)
     classes = maps.classes(config)
     image_shape = maps.reference.shape
-    maps = _cropped(maps, options.dilation, any(0 in members for _, members in classes))
+    maps, origin = _cropped(maps, options.dilation,
+                            any(0 in members for _, members in classes))
+    if distances is not None and origin is not None:
+        distances.use_crop(maps, origin)
     values: dict[str, dict[str, float]] = {}
     rows: list[dict[str, Any]] = []
     for key, members in classes:
@@ -80,16 +90,19 @@ def lesions_of(maps: CaseMaps, config: EvalConfig
         table = lesion_table(reference, prediction, maps.spacing, options, labels,
                              image_shape=image_shape)
         scores: dict[str, Any] = lesion_scores(table, options, TABLE_METRICS)
-        if with_hd95:
-            scores["lesion_hd95"] = lesion_hd95(labels, table, options)[0]
+        if distances is not None and with_hd95:
+            whole = partial(distances, members, options.surface)
+            scores["lesion_hd95"] = lesion_hd95(labels, table, options, whole)[0]
         values[key] = scores
         rows.extend({"class": key, **row} for row in lesion_rows(table, options))
     return values, rows
 
 
-def _cropped(maps: CaseMaps, margin: int, whole: bool) -> CaseMaps:
+def _cropped(maps: CaseMaps, margin: int, whole: bool
+             ) -> tuple[CaseMaps, tuple[int, ...] | None]:
     """The case's maps in the bounding box of their nonzero voxels grown by ``margin`` voxels
-    (clipped to the image), copied into C order (``whole``: the whole image, copied).
+    (clipped to the image), copied into C order (``whole``: the whole image, copied), and the
+    box's first voxel (None for the whole image).
 
     Every class without label 0 lies inside that box, and :func:`lesion_labels` crops each
     class to its own box grown by the same margin (the dilation), which lies inside this one:
@@ -97,15 +110,16 @@ def _cropped(maps: CaseMaps, margin: int, whole: bool) -> CaseMaps:
     the whole image (the image's shape is kept apart for the HD95 penalty's diagonal).  The
     C-order copy, made once per side, replaces the per-class copies and strided scans that
     Fortran-ordered NIfTI arrays cost in every mask, label and table step."""
-    box = None if whole else union_box(maps.reference, maps.prediction)
-    if box is not None:
+    found = None if whole else union_box(maps.reference, maps.prediction)
+    if found is not None:
         box = tuple(slice(max(s.start - margin, 0), min(s.stop + margin, n))
-                    for s, n in zip(box, maps.reference.shape, strict=True))
+                    for s, n in zip(found, maps.reference.shape, strict=True))
     else:
         box = tuple(slice(None) for _ in maps.reference.shape)
     valid = None if maps.valid is None else _c_order(maps.valid[box])
-    return CaseMaps(_c_order(maps.reference[box]), _c_order(maps.prediction[box]), valid,
-                    maps.spacing)
+    cropped = CaseMaps(_c_order(maps.reference[box]), _c_order(maps.prediction[box]), valid,
+                       maps.spacing, image_shape=maps.image_shape)
+    return cropped, None if found is None else tuple(s.start for s in box)
 
 
 def _c_order(array: np.ndarray) -> np.ndarray:

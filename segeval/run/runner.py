@@ -361,17 +361,23 @@ def _measure(result: CaseResult, prediction: Any, reference: Any, config: EvalCo
     """The per-case value step (boundary and lesion metrics) of a case, after counting, from
     the same arrays read once into label maps."""
     def step() -> None:
-        from segeval.engines.distances import CaseMaps, distances_of  # scipy only when asked
+        from segeval.engines.distances import (  # scipy only when asked
+            CaseMaps,
+            ClassDistances,
+            distances_of,
+        )
 
         maps = CaseMaps.read(prediction, reference, config, result.spacing,
                              result.prediction or "prediction", result.reference)
+        # each class's boundaries and distances once, for both metric families
+        distances = ClassDistances(maps, shared)
         if config.lesion_metrics:
             from segeval.engines.lesions import lesions_of
 
-            result.lesions, result.lesion_rows = lesions_of(maps, config)
+            result.lesions, result.lesion_rows = lesions_of(maps, config, distances)
         if not config.boundary_metrics:
             return
-        result.distances = distances_of(maps, config, shared)
+        result.distances = distances_of(maps, config, distances=distances)
         if result.shape is not None and len(result.shape) == 3 and 1 in result.shape:
             result.warnings.append(
                 f"{result.reference}: shape {result.shape} has an axis of length 1, so every "
