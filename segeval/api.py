@@ -127,6 +127,7 @@ def evaluate_many(
     workers: int | None = None,
     case_timeout: float | None = None,
     cache: str | Path | None = None,
+    progress: Progress | None = None,
     **options: Any,
 ) -> dict[str, Report | SegevalError]:
     """``{name: evaluate(predictions[name], reference, ...)}`` for many prediction folders
@@ -137,6 +138,8 @@ def evaluate_many(
     A folder that cannot be paired (no mask file at all, ...) maps to the
     :class:`~segeval.errors.SegevalError` that :func:`evaluate` would raise.  Each report's
     ``run`` block is its own (case timeout, cache hits); ``run.seconds`` is the whole call's.
+    ``progress(done, total, reference case)`` is called as each reference case's group ends
+    (``done`` and ``total`` count cases of every folder; cached ones are done from the start).
     """
     from segeval.run.runner import evaluate_groups
 
@@ -161,8 +164,14 @@ def evaluate_many(
             if result is None:
                 groups.setdefault(str(case.reference), []).append((name, index))
     members = list(groups.values())
+    case_names = [Path(reference_file).name for reference_file in groups]
+    total = sum(len(pairing.cases) for pairing, *_ in teams.values())
+    finished = [total - sum(len(group) for group in members)]  # the cached cases
 
     def done(g: int, results: list[CaseResult]) -> None:  # cached as soon as final
+        finished[0] += len(results)
+        if progress is not None:
+            progress(finished[0], total, case_names[g])
         for (name, index), result in zip(members[g], results, strict=True):
             pairing, found, count_cache, _ = teams[name]
             found[index] = result

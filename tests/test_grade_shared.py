@@ -306,3 +306,52 @@ def test_an_interrupted_grading_writes_no_leaderboard(tmp_path, monkeypatch):
         grade(subs, gt, tmp_path / "out", workers=1)
     assert not (tmp_path / "out" / "leaderboard.json").exists()
     assert any((tmp_path / "out" / ".cache").iterdir())  # the finished cases are kept
+
+
+def test_grading_reports_progress_per_reference_case_cached_ones_done_first(tmp_path):
+    """evaluate_many calls progress(done, total, case) as each reference case's group ends:
+    3 cases x 2 teams = 6; a second call with a third team and the same cache has 6 of 9
+    done before it starts, and its 3 groups (one case each) bring it to 9."""
+    gt, subs = tmp_path / "gt", tmp_path / "subs"
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    other = mask.copy()
+    other[1, 1] = 0  # team three's files differ (the cache is keyed by file contents)
+    for case in ("a", "b", "c"):
+        write_png(gt / f"{case}.png", mask)
+        for team in ("one", "two"):
+            write_png(subs / team / f"{case}.png", mask)
+        write_png(subs / "three" / f"{case}.png", other)
+    calls: list[tuple[int, int, str]] = []
+    options = {"labels": [1], "workers": 2, "cache": tmp_path / "cache"}
+    evaluate_many({t: subs / t for t in ("one", "two")}, gt, progress=lambda *a: calls.append(a),
+                  **options)
+    assert [(done, total) for done, total, _ in calls] == [(2, 6), (4, 6), (6, 6)]
+    assert sorted(c[2] for c in calls) == ["a.png", "b.png", "c.png"]
+    calls.clear()
+    evaluate_many({t: subs / t for t in ("one", "two", "three")}, gt,
+                  progress=lambda *a: calls.append(a), **options)
+    assert [(done, total) for done, total, _ in calls] == [(7, 9), (8, 9), (9, 9)]
+
+
+def test_grade_command_progress_bar_on_a_terminal_only():
+    """with_progress: a terminal gets a bar fed by the callback; quiet or a pipe gets None."""
+    import io
+
+    from rich.console import Console
+
+    from segeval.commands.evaluate import with_progress
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=80)
+
+    def run(progress):
+        assert progress is not None
+        progress(1, 2, "case_007.nii.gz")
+        return "graded"
+
+    assert with_progress(terminal, False, run) == "graded"
+    assert "case_007.nii.gz" in screen.getvalue()
+    pipe = Console(file=io.StringIO(), force_terminal=False)
+    assert with_progress(pipe, False, lambda progress: progress) is None
+    assert with_progress(terminal, True, lambda progress: progress) is None

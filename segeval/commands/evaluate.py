@@ -8,8 +8,9 @@ imported on the CPU path.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 
@@ -17,6 +18,8 @@ from segeval.commands import options as o
 from segeval.commands.exits import EXIT_CODES_HELP, LazyConsole, guarded, stderr
 from segeval.config import METRICS
 from segeval.errors import ExitCode, UsageError
+
+T = TypeVar("T")
 
 EXAMPLES = (
     "\n\nExamples:\n\n"
@@ -298,18 +301,26 @@ def _evaluate_with_progress(prediction: Path, reference: Path, options: dict[str
                             run_options: dict[str, Any], quiet: bool, err: Any) -> Any:
     from segeval.api import evaluate
 
+    return with_progress(err, quiet, lambda progress: evaluate(
+        prediction, reference, progress=progress, **run_options, **options))
+
+
+def with_progress(err: Any, quiet: bool, call: Callable[[Any], T]) -> T:
+    """``call(progress)``: with a transient progress bar on stderr fed by
+    ``progress(done, total, label)`` when stderr is a terminal and not ``quiet``; else
+    ``call(None)``."""
     if quiet or not err.is_terminal:
-        return evaluate(prediction, reference, **run_options, **options)
+        return call(None)
     from rich.progress import Progress
 
     with Progress(console=err.real() if isinstance(err, LazyConsole) else err,
                   transient=True) as bar:
         task = bar.add_task("evaluating", total=None)
 
-        def advance(done: int, total: int, case: str) -> None:
-            bar.update(task, completed=done, total=total, description=case)
+        def advance(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
 
-        return evaluate(prediction, reference, progress=advance, **run_options, **options)
+        return call(advance)
 
 
 def exit_code(report: Any, bar_results: list[Any], err: Any,

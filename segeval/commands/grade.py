@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from segeval.commands import options as o
-from segeval.commands.evaluate import print_warnings
+from segeval.commands.evaluate import print_warnings, with_progress
 from segeval.commands.exits import EXIT_CODES_HELP, guarded, stderr
 from segeval.errors import ExitCode
 
@@ -101,9 +101,10 @@ def grade_command(
             from segeval.outputs.plots import require_matplotlib
 
             require_matplotlib()
-        holder["board"] = grade(submissions, reference, out, rank_by=rank_by,
-                                bootstrap=bootstrap, seed=seed, workers=workers,
-                                case_timeout=case_timeout, scheduler=scheduler, **options)
+        holder["board"] = with_progress(err, quiet, lambda progress: grade(
+            submissions, reference, out, rank_by=rank_by, bootstrap=bootstrap, seed=seed,
+            workers=workers, case_timeout=case_timeout, scheduler=scheduler,
+            progress=progress, **options))
         return ExitCode.OK
 
     code = guarded(body, err, debug=debug,

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from segeval.api import evaluate
+from segeval.api import Progress, evaluate
 from segeval.config import (
     HEADLINES,
     METRICS,
@@ -165,8 +165,11 @@ def parse_rank_by(text: str) -> tuple[str, str]:
 def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
           rank_by: str = "dice:macro_imagewise", bootstrap: int = 0, seed: int = 0,
           workers: int | None = None, case_timeout: float | None = None,
-          scheduler: str | None = None, **options: Any) -> Leaderboard:
-    """Grade every submission; write ``out/<team>/report.json`` and the leaderboard files."""
+          scheduler: str | None = None, progress: Progress | None = None,
+          **options: Any) -> Leaderboard:
+    """Grade every submission; write ``out/<team>/report.json`` and the leaderboard files.
+    ``progress(done, total, label)``: called as cases finish (see
+    :func:`segeval.api.evaluate_many`; with a ``scheduler``, per team: the label names it)."""
     submissions, reference, out = Path(submissions), Path(reference), Path(out)
     metric, reduction = parse_rank_by(rank_by)
     if bootstrap < 0:
@@ -183,13 +186,13 @@ def grade(submissions: str | Path, reference: str | Path, out: str | Path, *,
     entries, ignored = list_submissions(submissions)
     out.mkdir(parents=True, exist_ok=True)
     if scheduler is None:
-        teams = grade_teams(entries, reference, out, workers, case_timeout, options)
+        teams = grade_teams(entries, reference, out, workers, case_timeout, options, progress)
     else:
         from segeval.run.runner import check_scheduler
 
         check_scheduler(scheduler)  # a cluster that cannot be reached is not every team's fault
         teams = [grade_team(team, paths, reference, out, workers, case_timeout, options,
-                            scheduler) for team, paths in sorted(entries.items())]
+                            scheduler, progress) for team, paths in sorted(entries.items())]
     rank_teams(teams, metric, reduction)
     if bootstrap:
         bootstrap_ranks(teams, metric, reduction, bootstrap, seed)
@@ -231,7 +234,8 @@ def list_submissions(folder: Path) -> tuple[dict[str, list[Path]], list[str]]:
 
 def grade_teams(entries: dict[str, list[Path]], reference: Path, out: Path,
                 workers: int | None, case_timeout: float | None,
-                options: dict[str, Any]) -> list[TeamResult]:
+                options: dict[str, Any], progress: Progress | None = None
+                ) -> list[TeamResult]:
     """Every team at once (:func:`segeval.api.evaluate_many`: each reference case decoded once
     for all teams, not once per team); the same reports as :func:`grade_team` one by one.
     Archives are all extracted first, each into its own scratch folder, removed at the end."""
@@ -248,7 +252,7 @@ def grade_teams(entries: dict[str, list[Path]], reference: Path, out: Path,
             except CaseError as exc:  # the submission's fault (a UsageError, e.g. a full
                 result.status, result.reason = "invalid", exc.message  # disk, stops the run)
         reports = evaluate_many(folders, reference, workers=workers, case_timeout=case_timeout,
-                                cache=out / ".cache", **options)
+                                cache=out / ".cache", progress=progress, **options)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if any(isinstance(r, Report) and r.run.get("interrupted") for r in reports.values()):
@@ -282,9 +286,10 @@ def _submission_folder(team: str, paths: list[Path], scratch: Path) -> Path:
 
 def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
                workers: int | None, case_timeout: float | None,
-               options: dict[str, Any], scheduler: str | None = None) -> TeamResult:
+               options: dict[str, Any], scheduler: str | None = None,
+               progress: Progress | None = None) -> TeamResult:
     """One team alone (the ``--scheduler`` path: teams one after the other, each case sent to
-    the cluster)."""
+    the cluster); ``progress`` counts this team's cases, its label is ``team: case``."""
     result = TeamResult(team, ", ".join(p.name for p in paths))
     scratch = Path(tempfile.mkdtemp(prefix="segeval-grade-"))
     try:
@@ -293,8 +298,13 @@ def grade_team(team: str, paths: list[Path], reference: Path, out: Path,
         except CaseError as exc:
             result.status, result.reason = "invalid", exc.message
             return result
+        def team_progress(done: int, total: int, case: str) -> None:
+            if progress is not None:
+                progress(done, total, f"{team}: {case}")
+
         report = evaluate(folder, reference, workers=workers, case_timeout=case_timeout,
-                          cache=out / ".cache", scheduler=scheduler, **options)
+                          cache=out / ".cache", scheduler=scheduler, progress=team_progress,
+                          **options)
     except SegevalError as exc:  # pairing: the folder holds no mask file, ...
         result.status, result.reason = "invalid", exc.message
         return result
