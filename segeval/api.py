@@ -138,8 +138,10 @@ def evaluate_many(
     A folder that cannot be paired (no mask file at all, ...) maps to the
     :class:`~segeval.errors.SegevalError` that :func:`evaluate` would raise.  Each report's
     ``run`` block is its own (case timeout, cache hits); ``run.seconds`` is the whole call's.
-    ``progress(done, total, reference case)`` is called as each reference case's group ends
-    (``done`` and ``total`` count cases of every folder; cached ones are done from the start).
+    ``progress(done, total, reference case)`` is called as each reference case's group is
+    final and cached: in the order of the groups, a group rerun after a worker crash or
+    timeout after the rerun.  ``done`` and ``total`` count cases of every folder; cached cases
+    count as done (with every case cached, there is no call).
     """
     from segeval.run.runner import evaluate_groups
 
@@ -169,14 +171,14 @@ def evaluate_many(
     finished = [total - sum(len(group) for group in members)]  # the cached cases
 
     def done(g: int, results: list[CaseResult]) -> None:  # cached as soon as final
-        finished[0] += len(results)
-        if progress is not None:
-            progress(finished[0], total, case_names[g])
         for (name, index), result in zip(members[g], results, strict=True):
             pairing, found, count_cache, _ = teams[name]
             found[index] = result
             if count_cache is not None:
                 count_cache.put(count_cache.key(pairing.cases[index]), result)
+        finished[0] += len(results)
+        if progress is not None:  # after the cache: an interrupt here loses no finished case
+            progress(finished[0], total, case_names[g])
 
     computed = evaluate_groups(
         [[teams[name][0].cases[i] for name, i in group] for group in members], config,

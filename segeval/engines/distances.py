@@ -118,11 +118,12 @@ class ClassDistances:
     (a class that is one reference lesion touched by every predicted lesion: the same two
     masks) read the same sets.
 
-    Both maps are cropped once to the bounding box of their nonzero voxels: every class without
-    label 0 lies inside it (outside it is outside every such mask, as outside the image), and
-    boundary positions are whole-image positions, so the crop changes no value; a class
-    holding label 0 uses the whole image.  The diagonal (one empty mask) stays the whole
-    image's.
+    Both maps are cropped once to the bounding box of their nonzero voxels (or to the crop the
+    lesion step made and offers, :meth:`use_crop`, that box grown by the dilation): every
+    class without label 0 lies inside it (outside it is outside every such mask, as outside
+    the image), and boundary positions are whole-image positions, so the crop changes no
+    value; a class holding label 0 uses the whole image.  The diagonal (one empty mask) stays
+    the whole image's.
 
     ``shared``: a dict kept across the cases that share this case's reference file (grading:
     the same case of every team); each class's reference boundary and its k-d tree are kept
@@ -182,6 +183,8 @@ def distances_of(maps: CaseMaps, config: EvalConfig,
     from ``distances`` (default: a new :class:`ClassDistances` of ``maps`` and ``shared``)."""
     if distances is None:
         distances = ClassDistances(maps, shared)
+    elif shared is not None:
+        raise ValueError("give shared to the ClassDistances, not beside it")
     return {
         key: boundary_scores(
             distances(members, config.surface), config.boundary_metrics,

@@ -90,7 +90,8 @@ def lesions_of(maps: CaseMaps, config: EvalConfig, distances: ClassDistances | N
         table = lesion_table(reference, prediction, maps.spacing, options, labels,
                              image_shape=image_shape)
         scores: dict[str, Any] = lesion_scores(table, options, TABLE_METRICS)
-        if distances is not None and with_hd95:
+        if with_hd95:
+            assert distances is not None
             whole = partial(distances, members, options.surface)
             scores["lesion_hd95"] = lesion_hd95(labels, table, options, whole)[0]
         values[key] = scores

@@ -429,8 +429,9 @@ class _GroupJob:
     """A picklable ``[(case, its --case-timeout)] → [CaseResult]`` for cases sharing one
     reference file: the reference is opened and decoded once for the group (grading: the
     same case of every team), and each class's reference boundary and k-d tree are built
-    once (boundary metrics).  A case that finishes past its own timeout is recorded as
-    ``E_TIMEOUT``, as it would be alone (a case that never finishes is the supervisor's)."""
+    once (boundary metrics, and the HD95 of a class that is one lesion per side).  A case
+    that finishes past its own timeout is recorded as ``E_TIMEOUT``, as it would be alone (a
+    case that never finishes is the supervisor's)."""
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
