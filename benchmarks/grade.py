@@ -34,6 +34,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from same import same_values  # noqa: E402
+
 
 def make_data(root: Path, teams: int, cases: int) -> tuple[Path, Path]:
     import nibabel as nib
@@ -92,7 +94,7 @@ def same_numbers(before: dict, after: dict) -> bool:
                 del report[key]
             report["config"] = {k: v for k, v in report.get("config", {}).items()
                                 if k in theirs.get("config", {})}
-    return before == after
+    return same_values(before, after)
 
 
 def main() -> None:

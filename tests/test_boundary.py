@@ -276,6 +276,58 @@ def test_agrees_with_brute_force_oracle(reference, data):
     assert pooled == pytest.approx(expected["pooled"], rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("surface", ["voxel", "surfel"])
+@pytest.mark.parametrize("shape, spacing", [((40, 36), (0.9, 1.6)), ((24, 20, 16), (1.2, 0.7, 2.5)),
+                                            ((20, 20, 20), (1.0, 1.0, 1.0))])
+def test_grid_search_and_tree_give_the_all_pairs_distances(surface, shape, spacing, monkeypatch):
+    """Boundary.distances_from: near elements by the grid offsets, far ones (a blob moved far
+    off, stray voxels) by the k-d tree; every distance equals the all-pairs minimum, and so
+    does the tree alone (the grid's cell budget set to 0)."""
+    from segeval.core import boundary as module
+    from segeval.core.boundary import boundary_of
+
+    rng = np.random.default_rng(sum(shape))
+    reference = np.zeros(shape, bool)
+    reference[tuple(slice(2, n // 2) for n in shape)] = True
+    prediction = np.roll(reference, 1, axis=0)
+    prediction[tuple(slice(n - 4, n - 1) for n in shape)] = True  # far from the reference
+    stray = rng.random(shape) < 0.01
+    stray[shape[0] // 2:] = False  # stray voxels, none near the far block
+    reference |= stray
+    ref, pred = (boundary_of(m, spacing, surface) for m in (reference, prediction))
+    want = np.sqrt(((pred.points[:, None, :] - ref.points[None, :, :]) ** 2).sum(-1)).min(1)
+    found = module._near_on_grid(pred.index, ref.index, ref.spacing)
+    assert found is not None
+    near, rest = found
+    assert 0 < len(rest) < len(pred.points) // 2  # both ways are taken
+    got = ref.distances_from(pred)
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
+    monkeypatch.setattr(module, "_GRID_CELLS", 0)
+    assert module._near_on_grid(pred.index, ref.index, ref.spacing) is None
+    assert ref.distances_from(pred) == pytest.approx(want, rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("spacing, targets, want", [
+    # radius 3 voxels: (3, 3, 0) is in the searched box but 4.24 mm away; the nearest, (4, 0, 0)
+    # at 4 mm, is outside it: the grid must leave the point to the tree, not answer 4.24
+    ((1.0, 1.0, 1.0), [(14, 10, 10), (13, 13, 10)], 4.0),
+    # radius (1, 1, 3) voxels, limit min(2·1, 2·1, 4·0.5) = 2 mm: (1, 1, 3) is in the box but
+    # sqrt(1 + 1 + 2.25) = 2.06 mm away; the nearest, (2, 0, 0), is 2 mm away outside it
+    ((1.0, 1.0, 0.5), [(11, 11, 13), (12, 10, 10)], 2.0),
+    # the same box: (1, 0, 2) is sqrt(1 + 1) = 1.41 mm away, nearer than anything outside it
+    ((1.0, 1.0, 0.5), [(11, 10, 12), (12, 10, 10)], math.sqrt(2.0)),
+])
+def test_grid_search_never_answers_past_its_box(spacing, targets, want):
+    from segeval.core.boundary import Boundary
+
+    sp = np.array(spacing)
+    source = np.array([[10, 10, 10]], dtype=np.int32)
+    target = np.array(targets, dtype=np.int32)
+    boundaries = [Boundary(index * sp, np.ones(len(index)), index, sp)
+                  for index in (source, target)]
+    assert boundaries[1].distances_from(boundaries[0]).tolist() == [pytest.approx(want, rel=1e-15)]
+
+
 # ---------------------------------------------------------------- independent implementations
 
 def blobs(seed, shape):

@@ -92,17 +92,20 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
 
 class Boundary:
     """The boundary elements of one mask: positions in mm from the image's first voxel
-    (``origin`` voxels of a crop added), their weights, and a k-d tree over the positions,
-    built on first use and kept (grading queries one reference boundary for every team).
+    (``origin`` voxels of a crop added), their weights, their whole-image grid indices and the
+    spacing, and a k-d tree over the positions, built on first use and kept (grading queries
+    one reference boundary for every team).
 
     The positions do not depend on which crop of the image the mask came from, as long as the
     crop holds every inside voxel: so a boundary can be computed once and measured against
     many others, with the same values as computing the pair together."""
 
-    __slots__ = ("points", "weights", "_tree")
+    __slots__ = ("points", "weights", "index", "spacing", "_tree")
 
-    def __init__(self, points: np.ndarray, weights: np.ndarray) -> None:
+    def __init__(self, points: np.ndarray, weights: np.ndarray,
+                 index: np.ndarray | None = None, spacing: np.ndarray | None = None) -> None:
         self.points, self.weights = points, weights
+        self.index, self.spacing = index, spacing
         self._tree: Any = None
 
     @property
@@ -118,6 +121,90 @@ class Boundary:
         distances, _ = self._tree.query(points, k=1)
         return np.asarray(distances, dtype=np.float64)
 
+    def distances_from(self, source: Boundary) -> np.ndarray:
+        """Exact Euclidean distance (mm) from each element of ``source`` (a boundary of the
+        same image and spacing) to the nearest element of this one.
+
+        Most elements of two boundaries of one object lie within a few voxels of each other:
+        those are found by looking at the grid offsets around each source element in order of
+        length (:func:`_near_on_grid`), and only the rest are queried in the k-d tree.  Both
+        give the exact distance; an offset's length is computed from the index difference, so
+        it can differ from the tree's (a difference of two positions) in the last bit only."""
+        found = None
+        if (self.index is not None and source.index is not None and self.spacing is not None
+                and source.spacing is not None and np.array_equal(self.spacing, source.spacing)):
+            found = _near_on_grid(source.index, self.index, self.spacing)
+        if found is None:
+            return self.nearest(source.points)
+        distances, rest = found
+        if len(rest):
+            distances[rest] = self.nearest(source.points[rest])
+        return distances
+
+
+# the grid search below: at most this many cells in the target's padded bounding box
+# (one byte each), and this many of the smallest spacing as the search radius
+_GRID_CELLS = 1 << 26
+_GRID_RADIUS = 4
+
+
+def _near_on_grid(source: np.ndarray, target: np.ndarray, spacing: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Exact distances from grid points ``source`` [n, ndim] to the nearest of ``target``
+    [m, ndim] (whole-image indices, ``spacing`` mm per axis) for every source point whose
+    nearest target point is closer than the search limit; ``(distances, rest)``: ``rest`` are
+    the indices of the source points not resolved (their distances are left unset).  None when
+    the target's bounding box is too large for a grid of one byte per cell.
+
+    Offsets up to R_a = floor(4 · min spacing / s_a) voxels along each axis are tried in order
+    of their length |o · s|; a source point takes the length of the first offset that lands on
+    a target point.  Every offset outside that box is at least L = min_a (R_a + 1) · s_a long,
+    so only offsets shorter than L are tried: a point resolved by one of them has no closer
+    target point anywhere, and a point with none has its nearest at ≥ L (resolved by the
+    caller's k-d tree)."""
+    radius = np.floor(_GRID_RADIUS * spacing.min() / spacing + 1e-9).astype(np.int64)
+    lo = target.min(axis=0) - 2 * radius
+    dims = target.max(axis=0) + 2 * radius + 1 - lo
+    if math.prod(dims.tolist()) > _GRID_CELLS:
+        return None
+    grid = np.zeros(dims.tolist(), dtype=bool)
+    grid[tuple((target - lo).T)] = True
+    strides = np.array([math.prod(dims[a + 1:].tolist()) for a in range(len(dims))],
+                       dtype=np.int64)
+    offsets, lengths = _offsets(tuple(radius.tolist()), tuple(spacing.tolist()))
+    steps = offsets @ strides
+    relative = source - lo
+    # a source point more than R_a outside the target's box along an axis has no target point
+    # within the offsets; the others stay inside the grid (it is padded by 2 R) for every one
+    near = np.all((relative >= radius) & (relative < dims - radius), axis=1)
+    distances = np.empty(len(source), dtype=np.float64)
+    pending = np.flatnonzero(near)
+    cells = relative[pending] @ strides
+    flat = grid.reshape(-1)
+    for step, length in zip(steps.tolist(), lengths.tolist(), strict=True):
+        hit = flat[cells + step]
+        if hit.any():
+            distances[pending[hit]] = length
+            missed = ~hit
+            pending, cells = pending[missed], cells[missed]
+            if not len(pending):
+                break
+    return distances, np.concatenate([np.flatnonzero(~near), pending])
+
+
+@lru_cache(maxsize=64)
+def _offsets(radius: tuple[int, ...], spacing: tuple[float, ...]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The grid offsets within ``radius`` voxels per axis shorter than the box's limit
+    min_a (R_a + 1) · s_a, sorted by length, and their lengths in mm."""
+    axes = np.meshgrid(*(np.arange(-r, r + 1) for r in radius), indexing="ij")
+    offsets = np.stack([a.reshape(-1) for a in axes], axis=1).astype(np.int64)
+    lengths = np.sqrt(((offsets * np.array(spacing)) ** 2).sum(axis=1))
+    limit = min((r + 1) * s for r, s in zip(radius, spacing, strict=True))
+    keep = lengths < limit * (1 - 1e-12)
+    order = np.argsort(lengths[keep], kind="stable")
+    return offsets[keep][order], lengths[keep][order]
+
 
 def boundary_of(
     mask: np.ndarray,
@@ -131,11 +218,12 @@ def boundary_of(
     sp = _spacing(mask.ndim, spacing, surface)
     box = union_box(mask)
     if box is None:
-        return Boundary(np.zeros((0, mask.ndim)), np.zeros(0))
+        return Boundary(np.zeros((0, mask.ndim)), np.zeros(0),
+                        np.zeros((0, mask.ndim), dtype=np.int32), sp)
     offset = np.array([s.start for s in box], dtype=np.int64)
     if origin is not None:
         offset += np.asarray(origin, dtype=np.int64)
-    return Boundary(*_boundary_elements(mask, box, sp, surface, offset))
+    return Boundary(*_boundary_elements(mask, box, sp, surface, offset), sp)
 
 
 def surface_distances(
@@ -175,7 +263,7 @@ def distances_between(reference: Boundary, prediction: Boundary, diagonal: float
         return SurfaceDistances(empty, empty, prediction.weights, reference.weights,
                                 prediction.size, reference.size, diagonal, surface)
     return SurfaceDistances(
-        reference.nearest(prediction.points), prediction.nearest(reference.points),
+        reference.distances_from(prediction), prediction.distances_from(reference),
         prediction.weights, reference.weights, prediction.size, reference.size, diagonal,
         surface,
     )
@@ -322,12 +410,13 @@ def union_box(a: np.ndarray, b: np.ndarray | None = None) -> tuple[slice, ...] |
 def _boundary_elements(
     mask: np.ndarray, box: tuple[slice, ...], spacing: np.ndarray, surface: Surface,
     offset: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and weights of the mask's boundary elements.  A position is the element's
-    whole-image index (its index in the box + ``offset``) times the spacing, so it does not
-    depend on the box."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions, weights and whole-image indices (int32) of the mask's boundary elements.
+    A position is the element's whole-image index (its index in the box + ``offset``) times
+    the spacing, so it does not depend on the box."""
     points: list[np.ndarray] = []
     weights: list[np.ndarray] = []
+    indices: list[np.ndarray] = []
     # surfel corners run one further than voxels along every axis (corner c joins voxels c-1, c)
     extra = 1 if surface == "surfel" else 0
     for start, padded in _slabs(mask, box, extra):
@@ -344,9 +433,10 @@ def _boundary_elements(
             index += offset
             points.append(index * spacing)
             weights.append(np.ones(len(index)) if weight is None else weight)
+            indices.append(index.astype(np.int32))
     if not points:
-        return np.zeros((0, mask.ndim)), np.zeros(0)
-    return np.concatenate(points), np.concatenate(weights)
+        return np.zeros((0, mask.ndim)), np.zeros(0), np.zeros((0, mask.ndim), dtype=np.int32)
+    return np.concatenate(points), np.concatenate(weights), np.concatenate(indices)
 
 
 def _slabs(
