@@ -17,8 +17,11 @@ Boundary elements (``surface``):
   cubes) of the isosurface inside that cell, in mm / mm², as its weight.  2-D and 3-D only.
 
 Distances are exact Euclidean distances between element positions scaled by ``spacing``,
-in float64 (a k-d tree query per direction: its cost grows with the number of boundary
-elements, not with the bounding box, so a few stray voxels far from the object cost little).
+in float64.  Elements within a few voxels of the other boundary (most of them, for a
+prediction that follows the reference) are found by trying grid offsets in order of length
+(:func:`_near_on_grid`); the rest by a k-d tree query (its cost grows with the number of
+boundary elements, not with the bounding box, so a few stray voxels far from the object cost
+little).
 
 Metrics (``w`` = the weights, 1 for ``voxel``; ``D = d(P->G) ∪ d(G->P)``)::
 
