@@ -130,7 +130,8 @@ def main() -> None:
         before = f"{row[2]:.1f} | {row[2] / row[1]:.2f}x" if len(row) > 2 else "- | -"
         print(f"| {row[0]} | {row[1]:.1f} | {before} |")
     if args.before is not None:
-        print("\nleaderboard.json and every report.json: identical numbers before/after")
+        print("\nleaderboard.json and every report.json: the same numbers before/after "
+              "(floats to 1e-12 relative)")
 
 
 if __name__ == "__main__":
