@@ -286,6 +286,7 @@ def test_grid_search_and_tree_give_the_all_pairs_distances(surface, shape, spaci
     from segeval.core import boundary as module
     from segeval.core.boundary import boundary_of
 
+    monkeypatch.setattr(module, "_GRID_MIN_ELEMENTS", 0)  # small boundaries take the grid too
     rng = np.random.default_rng(sum(shape))
     reference = np.zeros(shape, bool)
     reference[tuple(slice(2, n // 2) for n in shape)] = True
@@ -317,14 +318,21 @@ def test_grid_search_and_tree_give_the_all_pairs_distances(surface, shape, spaci
     # the same box: (1, 0, 2) is sqrt(1 + 1) = 1.41 mm away, nearer than anything outside it
     ((1.0, 1.0, 0.5), [(11, 10, 12), (12, 10, 10)], math.sqrt(2.0)),
 ])
-def test_grid_search_never_answers_past_its_box(spacing, targets, want):
+def test_grid_search_never_answers_past_its_box(spacing, targets, want, monkeypatch):
+    from segeval.core import boundary as module
     from segeval.core.boundary import Boundary
 
+    monkeypatch.setattr(module, "_GRID_MIN_ELEMENTS", 0)  # one element takes the grid too
+    monkeypatch.setattr(module, "_GRID_RADIUS", 3)  # the radius the cases are drawn for
     sp = np.array(spacing)
     source = np.array([[10, 10, 10]], dtype=np.int32)
     target = np.array(targets, dtype=np.int32)
     boundaries = [Boundary(index * sp, np.ones(len(index)), index, sp)
                   for index in (source, target)]
+    found = module._near_on_grid(source, target, sp)
+    assert found is not None
+    on_grid = len(found[1]) == 0
+    assert on_grid == (want < 2.0)  # the last case is found on the grid, the others are not
     assert boundaries[1].distances_from(boundaries[0]).tolist() == [pytest.approx(want, rel=1e-15)]
 
 

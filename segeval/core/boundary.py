@@ -134,7 +134,8 @@ class Boundary:
         give the exact distance; an offset's length is computed from the index difference, so
         it can differ from the tree's (a difference of two positions) in the last bit only."""
         found = None
-        if (self.index is not None and source.index is not None and self.spacing is not None
+        if (source.size >= _GRID_MIN_ELEMENTS and self.index is not None
+                and source.index is not None and self.spacing is not None
                 and source.spacing is not None and np.array_equal(self.spacing, source.spacing)):
             found = _near_on_grid(source.index, self.index, self.spacing)
         if found is None:
@@ -149,6 +150,10 @@ class Boundary:
 # (one byte each), and this many of the smallest spacing as the search radius
 _GRID_CELLS = 1 << 26
 _GRID_RADIUS = 4
+# below this many source elements the k-d tree alone is as quick (a 90-element sphere: equal
+# times; 354 elements: the grid 2.3x quicker), and a case of many small lesions, each one
+# grid, was 20% slower with the grid (2,239 2-D lesions, lesion HD95: 0.58 -> 0.70 s)
+_GRID_MIN_ELEMENTS = 128
 
 
 def _near_on_grid(source: np.ndarray, target: np.ndarray, spacing: np.ndarray
