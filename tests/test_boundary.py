@@ -324,6 +324,8 @@ def test_grid_search_never_answers_past_its_box(spacing, targets, want, monkeypa
 
     monkeypatch.setattr(module, "_GRID_MIN_ELEMENTS", 0)  # one element takes the grid too
     monkeypatch.setattr(module, "_GRID_RADIUS", 3)  # the radius the cases are drawn for
+    monkeypatch.setattr(module, "_GRID_CELLS_PER_ELEMENT", 1 << 20)  # a grid for 3 elements
+    monkeypatch.setattr(module, "_GRID_FIRST_FOUND", 0.0)  # every offset is tried
     sp = np.array(spacing)
     source = np.array([[10, 10, 10]], dtype=np.int32)
     target = np.array(targets, dtype=np.int32)
@@ -334,6 +336,58 @@ def test_grid_search_never_answers_past_its_box(spacing, targets, want, monkeypa
     on_grid = len(found[1]) == 0
     assert on_grid == (want < 2.0)  # the last case is found on the grid, the others are not
     assert boundaries[1].distances_from(boundaries[0]).tolist() == [pytest.approx(want, rel=1e-15)]
+
+
+@pytest.mark.parametrize("spacing, tolerance", [(0.1, 0.3), (0.7, 2.1), (0.6, 1.8)])
+@pytest.mark.parametrize("origin", [0, 37])
+def test_nsd_counts_an_element_at_exactly_tau(spacing, tolerance, origin, monkeypatch):
+    """A square moved 3 voxels: every element is at most 3 voxels = τ from the other boundary
+    (the moved side exactly 3), so NSD = 1 by hand, although 3 · 0.1 = 0.30000000000000004 in
+    float64; the same from the grid search, the k-d tree alone and any crop origin."""
+    from segeval.core import boundary as module
+    from segeval.core.boundary import boundary_of, distances_between
+
+    reference = np.zeros((30, 20), bool)
+    reference[5:15, 5:15] = True
+    prediction = np.roll(reference, 3, axis=0)
+    for cells in (module._GRID_CELLS, 0):
+        monkeypatch.setattr(module, "_GRID_CELLS", cells)
+        ref, pred = (boundary_of(m, (spacing, spacing), origin=(origin, origin))
+                     for m in (reference, prediction))
+        distances = distances_between(ref, pred, 100.0)
+        assert distances.pred_to_ref.max() == pytest.approx(3 * spacing, rel=1e-12)
+        assert boundary_scores(distances, ["nsd"], tolerance=tolerance)["nsd"] == 1.0
+        # a hair under τ, the elements at exactly 3 voxels are out.  Prediction to reference:
+        # its far row (10) and the 4 middle voxels of its near row (nearest: the reference's
+        # first row, 3 away; its sides are 4 or more away); the other way the mirror image:
+        # 2 · 14 of 72 elements
+        below = boundary_scores(distances, ["nsd"], tolerance=tolerance * (1 - 1e-6))["nsd"]
+        assert below == pytest.approx((72 - 28) / 72)
+
+
+def test_grid_search_leaves_hopeless_work_to_the_tree():
+    """No grid for a few stray voxels spanning a large box (every source element would be
+    scanned by every offset for nothing); the search stops after the first offsets when they
+    find under a quarter of the points (two boundaries 6 voxels apart); the distances stay
+    the all-pairs minimum either way."""
+    from segeval.core import boundary as module
+    from segeval.core.boundary import boundary_of
+
+    spacing = (1.0, 1.0, 1.0)
+    block = np.zeros((120, 120, 120), bool)
+    block[50:70, 50:70, 50:70] = True  # 2,168 boundary voxels
+    strays = np.zeros_like(block)
+    strays[0, 0, 0] = strays[119, 119, 119] = True  # 2 elements spanning a 2.5 M-cell box
+    inner = np.zeros_like(block)
+    inner[56:64, 56:64, 56:64] = True  # 296 boundary voxels, 6 inside the block's all round
+    ref, stray, core = (boundary_of(m, spacing) for m in (block, strays, inner))
+    assert module._near_on_grid(ref.index, stray.index, stray.spacing) is None
+    found = module._near_on_grid(core.index, ref.index, ref.spacing)
+    assert found is not None and len(found[1]) == core.size  # stopped: all left to the tree
+    for target, source in ((stray, ref), (ref, core)):
+        want = np.sqrt(((source.points[:, None, :] - target.points[None, :, :]) ** 2)
+                       .sum(-1)).min(1)
+        assert target.distances_from(source) == pytest.approx(want, rel=1e-12, abs=0)
 
 
 # ---------------------------------------------------------------- independent implementations
