@@ -355,3 +355,45 @@ def test_grade_command_progress_bar_on_a_terminal_only():
     pipe = Console(file=io.StringIO(), force_terminal=False)
     assert with_progress(pipe, False, lambda progress: progress) is None
     assert with_progress(terminal, True, lambda progress: progress) is None
+
+
+def test_an_interrupt_in_the_progress_callback_keeps_the_finished_groups_cached(tmp_path):
+    """Ctrl-C during the bar update of the 2nd group: groups a and b are final, so a second
+    run computes only c (its progress starts at 4 of 6 done)."""
+    gt, subs = tmp_path / "gt", tmp_path / "subs"
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    for k, case in enumerate(("a", "b", "c")):
+        mask = mask.copy()
+        mask[5, k] = 1  # each case's files differ (the cache is keyed by contents)
+        for folder in (gt, subs / "one", subs / "two"):
+            write_png(folder / f"{case}.png", mask)
+    calls: list[tuple[int, int, str]] = []
+
+    def interrupting(*call):
+        calls.append(call)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    options = {"labels": [1], "workers": 1, "cache": tmp_path / "cache"}
+    teams = {t: subs / t for t in ("one", "two")}
+    evaluate_many(teams, gt, progress=interrupting, **options)
+    assert [call[:2] for call in calls] == [(2, 6), (4, 6)]
+    calls.clear()
+    reports = evaluate_many(teams, gt, progress=lambda *call: calls.append(call), **options)
+    assert calls == [(6, 6, "c.png")]
+    assert all(c.status == "ok" for r in reports.values() for c in r.cases)  # type: ignore[union-attr]
+
+
+def test_distances_of_refuses_shared_beside_its_own_class_distances():
+    from segeval.config import EvalConfig
+    from segeval.engines import distances
+
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    maps = distances.CaseMaps(mask, mask, None, None)
+    config = EvalConfig.create(boundary_metrics=["hd95"])
+    with pytest.raises(ValueError, match="shared"):
+        distances.distances_of(maps, config, {}, distances.ClassDistances(maps))
+    assert distances.distances_of(maps, config, distances=distances.ClassDistances(maps)) == {
+        "1": {"hd95": 0.0}}
