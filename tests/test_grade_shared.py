@@ -48,8 +48,7 @@ def test_a_crashing_prediction_is_charged_to_its_own_team_only(tmp_path, monkeyp
     """A prediction file that kills the worker (a decoder crash) fails its group of cases;
     the group runs again case by case, so the other teams' same case is scored normally."""
     gt, subs = tmp_path / "gt", tmp_path / "subs"
-    mask = np.zeros((6, 6), np.uint8)
-    mask[1:4, 1:4] = 1
+    mask = square()
     for case in ("a", "b"):
         write_png(gt / f"{case}.png", mask)
         write_png(subs / "fine" / f"{case}.png", mask)
@@ -167,14 +166,20 @@ def _two_teams(tmp_path: Path, marker: bytes) -> tuple[Path, Path]:
     """gt a, b (a 3x3 square each); team ``fine`` has no case a and b perfect; team ``bad``
     has b perfect and an a whose bytes end with ``marker`` (the patched reader acts on it)."""
     gt, subs = tmp_path / "gt", tmp_path / "subs"
-    mask = np.zeros((6, 6), np.uint8)
-    mask[1:4, 1:4] = 1
+    mask = square()
     for case in ("a", "b"):
         write_png(gt / f"{case}.png", mask)
         write_png(subs / "bad" / f"{case}.png", mask)
     write_png(subs / "fine" / "b.png", mask)
     (subs / "bad" / "a.png").write_bytes((subs / "bad" / "a.png").read_bytes() + marker)
     return gt, subs
+
+
+def square() -> np.ndarray:
+    """A 6x6 uint8 mask holding a 3x3 square of label 1 (a fresh array each call)."""
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    return mask
 
 
 def _patch_reader(monkeypatch, marker: bytes, action) -> None:
@@ -313,8 +318,7 @@ def test_grading_reports_progress_per_reference_case_cached_ones_done_first(tmp_
     3 cases x 2 teams = 6; a second call with a third team and the same cache has 6 of 9
     done before it starts, and its 3 groups (one case each) bring it to 9."""
     gt, subs = tmp_path / "gt", tmp_path / "subs"
-    mask = np.zeros((6, 6), np.uint8)
-    mask[1:4, 1:4] = 1
+    mask = square()
     other = mask.copy()
     other[1, 1] = 0  # team three's files differ (the cache is keyed by file contents)
     for case in ("a", "b", "c"):
@@ -361,8 +365,7 @@ def test_an_interrupt_in_the_progress_callback_keeps_the_finished_groups_cached(
     """Ctrl-C during the bar update of the 2nd group: groups a and b are final, so a second
     run computes only c (its progress starts at 4 of 6 done)."""
     gt, subs = tmp_path / "gt", tmp_path / "subs"
-    mask = np.zeros((6, 6), np.uint8)
-    mask[1:4, 1:4] = 1
+    mask = square()
     for k, case in enumerate(("a", "b", "c")):
         mask = mask.copy()
         mask[5, k] = 1  # each case's files differ (the cache is keyed by contents)
@@ -389,8 +392,7 @@ def test_distances_of_refuses_shared_beside_its_own_class_distances():
     from segeval.config import EvalConfig
     from segeval.engines import distances
 
-    mask = np.zeros((6, 6), np.uint8)
-    mask[1:4, 1:4] = 1
+    mask = square()
     maps = distances.CaseMaps(mask, mask, None, None)
     config = EvalConfig.create(boundary_metrics=["hd95"])
     with pytest.raises(ValueError, match="shared"):
